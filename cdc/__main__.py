@@ -1,0 +1,5 @@
+"""Entry point for ``python -m cdc``."""
+
+from cdc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The ``cdc`` command line: check, setup, run, status, events.
+
+Exit codes: 0 success; 1 ``check`` found problems; 2 bad configuration or usage;
+3 a fatal error that needs a person (missing slot, table without a primary key, ...);
+4 a server stayed unreachable for every retry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from cdc.config import ConfigError, Settings, config_path, load_settings
+from cdc.logs import setup_logging
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG, EXIT_FATAL, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+ONE_SHOT_ATTEMPTS = 3
+log = logging.getLogger("cdc")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="configuration file (default: $CDC_CONFIG or /etc/cdc/cdc.toml)")
+    reading = argparse.ArgumentParser(add_help=False)
+    reading.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(prog="cdc", description="Change-data capture with conflict detection.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser("check", parents=[common, reading], help="preflight: settings, privileges, tables")
+    p = verbs.add_parser("setup", parents=[common], help="create publications and slots (idempotent)")
+    p.add_argument("--print-sql", action="store_true", help="print the SQL instead of running it")
+    p = verbs.add_parser("run", parents=[common], help="the daemon")
+    p.add_argument("--drain", action="store_true", help="stop once the sources' current end is reached")
+    verbs.add_parser("status", parents=[common, reading], help="positions, lag, retained WAL, events/s")
+    p = verbs.add_parser("events", parents=[common, reading], help="query the event log")
+    p.add_argument("--source")
+    p.add_argument("--table", help="schema.table (or table)")
+    p.add_argument("--key", action="append", default=[], metavar="COLUMN=VALUE")
+    p.add_argument("--since", help="ISO-8601 commit time, inclusive")
+    p.add_argument("--until", help="ISO-8601 commit time, exclusive")
+    p.add_argument("--limit", type=int)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(config_path(args.config))
+    except ConfigError as exc:
+        print(f"cdc: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(settings.log.level, settings.log.format if args.verb == "run" else "text")
+    from cdc import commands
+
+    handler = getattr(commands, args.verb)
+    try:
+        return handler(settings, args)
+    except commands.CommandError as exc:
+        print(f"cdc {args.verb}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

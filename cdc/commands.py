@@ -1,0 +1,240 @@
+"""The verbs of the command line; each takes the settings and the parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+
+from cdc.config import Settings
+from cdc.dsn import DsnError, connect_kwargs, redact_dsn
+from cdc.retry import Unreachable, retry_call
+from cdc.sources.base import SourceError
+from cdc.state.store import StateStore, StateStoreError
+
+ONE_SHOT_ATTEMPTS = 3
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _connect_source(settings: Settings, source) -> psycopg.Connection:
+    """A regular connection to a PostgreSQL source, retried a few times."""
+    def connect() -> psycopg.Connection:
+        try:
+            return psycopg.connect(**connect_kwargs(source.dsn, source.password), autocommit=True)
+        except DsnError as exc:
+            raise CommandError(f"source {source.name}: {exc}", 2) from None
+        except psycopg.OperationalError as exc:
+            raise SourceError(f"cannot connect: {' '.join(str(exc).split())}") from None
+
+    what = f"source {source.name} ({redact_dsn(source.dsn)})"
+    try:
+        return retry_call(settings.retry, what, connect, lambda exc: isinstance(exc, SourceError),
+                          attempts=min(settings.retry.attempts or ONE_SHOT_ATTEMPTS, ONE_SHOT_ATTEMPTS))
+    except Unreachable as exc:
+        raise CommandError(str(exc), 4) from None
+
+
+def _require_postgres(source) -> None:
+    if source.kind != "postgres":
+        raise CommandError(f"source {source.name}: the {source.kind} source is not available in this version", 3)
+
+
+# -- check / setup -----------------------------------------------------------------------
+
+def check(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.sources import pg_admin
+
+    report: list[dict[str, str]] = []
+    for source in settings.sources:
+        _require_postgres(source)
+        with _connect_source(settings, source) as conn:
+            for problem in pg_admin.check(conn, source):
+                report.append({"source": source.name, "problem": problem.what, "fix": problem.fix})
+    report += _check_state_dir(settings)
+    report += _check_targets(settings)
+    if args.json:
+        print(json.dumps({"ok": not report, "problems": report}, indent=2))
+    elif report:
+        for item in report:
+            print(f"PROBLEM [{item['source']}] {item['problem']}\n    fix: {item['fix']}")
+        print(f"{len(report)} problem(s) found")
+    else:
+        print("all checks passed")
+    return 1 if report else 0
+
+
+def _check_state_dir(settings: Settings) -> list[dict[str, str]]:
+    directory = settings.state_dir
+    probe = directory if directory.exists() else directory.parent
+    if os.access(probe, os.W_OK):
+        return []
+    return [{"source": "state_dir", "problem": f"{directory} is not writable by this user",
+             "fix": f"mkdir -p {directory} && chown <cdc user> {directory}"}]
+
+
+def _check_targets(settings: Settings) -> list[dict[str, str]]:
+    problems = []
+    for target in settings.targets:
+        if target.kind == "postgres":
+            try:
+                psycopg.connect(**connect_kwargs(target.dsn, target.password)).close()
+            except (psycopg.Error, DsnError) as exc:
+                problems.append({"source": f"target {target.name}",
+                                 "problem": f"cannot connect to {redact_dsn(target.dsn)}: {' '.join(str(exc).split())}",
+                                 "fix": "check the target's dsn, password and pg_hba.conf"})
+        elif target.kind == "jsonl" and target.path is not None:
+            folder = target.path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not os.access(folder, os.W_OK):
+                problems.append({"source": f"target {target.name}", "problem": f"{target.path} is not writable",
+                                 "fix": f"create {target.path.parent} writable by the cdc user"})
+    return problems
+
+
+def setup(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.sources import pg_admin
+
+    for source in settings.sources:
+        _require_postgres(source)
+        with _connect_source(settings, source) as conn:
+            statements = pg_admin.setup_statements(conn, source)
+            if args.print_sql:
+                print(f"-- source {source.name} ({redact_dsn(source.dsn)})")
+                for statement in statements:
+                    print(statement.as_string(conn))
+                if not statements:
+                    print("-- nothing to do: publication and slot exist")
+                continue
+            for statement in statements:
+                try:
+                    conn.execute(statement)
+                except psycopg.Error as exc:
+                    raise CommandError(f"source {source.name}: {statement.as_string(conn)} failed: "
+                                       f"{' '.join(str(exc).split())}", 3) from None
+                print(f"[{source.name}] {statement.as_string(conn)}")
+            if not statements:
+                print(f"[{source.name}] nothing to do: publication and slot exist")
+    return 0
+
+
+# -- run ---------------------------------------------------------------------------------
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.daemon import Daemon
+
+    try:
+        return Daemon(settings).run(drain=args.drain)
+    except StateStoreError as exc:
+        raise CommandError(str(exc), 3) from None
+
+
+# -- status / events ---------------------------------------------------------------------
+
+def _open_store(settings: Settings) -> StateStore:
+    try:
+        return StateStore(settings.state_dir, readonly=True)
+    except StateStoreError as exc:
+        raise CommandError(str(exc), 3) from None
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.sources import pg_admin
+
+    store = _open_store(settings)
+    now = time.time()
+    counts = store.counts()
+    report: dict[str, Any] = {"sources": [], "targets": [], "events": counts,
+                              "events_per_second": round(store.events_recorded_since(now - 60) / 60, 2)}
+    for source in settings.sources:
+        state = store.source_state(source.name)
+        entry: dict[str, Any] = {
+            "name": source.name, "kind": source.kind, "acked": state.acked,
+            "acked_age_seconds": round(now - state.acked_at, 1) if state.acked_at else None,
+            "last_transaction": state.complete_position, "events": counts["events_by_source"].get(source.name, 0),
+            "server": None}
+        try:
+            with psycopg.connect(**connect_kwargs(source.dsn, source.password, connect_timeout=5),
+                                 autocommit=True) as conn:
+                entry["server"] = pg_admin.slot_status(conn, source)
+        except (psycopg.Error, DsnError) as exc:
+            entry["server_error"] = " ".join(str(exc).split())
+        report["sources"].append(entry)
+    for target, source, txn_key, seq, updated_at in store.target_positions():
+        report["targets"].append({"name": target, "source": source, "txn_key": txn_key, "seq": seq,
+                                  "updated_age_seconds": round(now - updated_at, 1)})
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(report)
+    return 0
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    print(f"{'SOURCE':12} {'ACKED':16} {'LAG':>12} {'RETAINED WAL':>14} {'EVENTS':>10}")
+    for s in report["sources"]:
+        server = s["server"] or {}
+        lag = _bytes(server.get("lag_bytes")) if server else s.get("server_error", "unreachable")[:12]
+        print(f"{s['name']:12} {s['acked'] or '-':16} {lag:>12} {_bytes(server.get('retained_wal_bytes')):>14}"
+              f" {s['events']:>10}")
+    for t in report["targets"]:
+        print(f"target {t['name']}: {t['source']} applied through {t['txn_key']}:{t['seq']}"
+              f" ({t['updated_age_seconds']}s ago)")
+    print(f"events/s (last minute): {report['events_per_second']}; oldest event: "
+          f"{report['events']['oldest_commit_ts'] or '-'}")
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def events(settings: Settings, args: argparse.Namespace) -> int:
+    store = _open_store(settings)
+    key = {}
+    for item in args.key:
+        column, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError(f"--key {item!r}: write it as COLUMN=VALUE", 2)
+        key[column] = value
+    for value, name in ((args.since, "--since"), (args.until, "--until")):
+        if value:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise CommandError(f"{name} {value!r}: not an ISO-8601 time (e.g. 2026-11-22T10:00:00+00:00)", 2)
+    for doc in store.query_events(source=args.source, table=args.table, key=key, since=_utc(args.since),
+                                  until=_utc(args.until), limit=args.limit):
+        if args.json:
+            print(doc)
+        else:
+            event = json.loads(doc)
+            print(f"{event['commit_ts']} {event['event_id']} {event['op']:8} {event['schema']}.{event['table']}"
+                  f" {json.dumps(event['key'])} v{event['version']} changed={','.join(event['changed'])}")
+    return 0
+
+
+def _utc(value: str | None) -> str | None:
+    """An ISO time in the event log's form (UTC), so that string comparison orders it."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")

@@ -1,0 +1,296 @@
+"""Configuration: the TOML file of DESIGN.md, overridable by ``CDC_...`` environment variables.
+
+Nested keys use ``__`` (``CDC_CONFLICTS__WINDOW_SECONDS=60``); items of the ``sources``
+and ``targets`` lists are addressed by name or index (``CDC_SOURCES__CRM__DSN=...``).
+Secrets (``password``) come from the file, the environment, or ``secrets_dir`` (a file
+named ``sources.crm.password``, as systemd's ``LoadCredential`` provides). They are
+``SecretStr`` and never printed; a DSN is shown only with its password removed.
+
+``load_settings`` raises ``ConfigError`` whose text is one line naming the key and the
+problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG = "/etc/cdc/cdc.toml"
+ENV_PREFIX = "CDC_"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_QUALIFIED = re.compile(r"^[^.:\s]+\.[^.:\s]+$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line that says what to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSettings(_Section):
+    name: str
+    kind: Literal["postgres", "mysql"]
+    dsn: str
+    password: SecretStr | None = None
+    tables: list[str] = Field(min_length=1)
+    slot: str | None = None
+    publication: str | None = None
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    server_id: int | None = Field(default=None, ge=1, le=2**32 - 1)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _qualified_tables(cls, value: list[str]) -> list[str]:
+        for table in value:
+            if not _QUALIFIED.match(table):
+                raise ValueError(f"{table!r} must be written as 'schema.table'")
+        return value
+
+    @property
+    def slot_name(self) -> str:
+        return self.slot or "cdc_" + self.name.lower().replace("-", "_")
+
+    @property
+    def publication_name(self) -> str:
+        return self.publication or "cdc_" + self.name.lower().replace("-", "_")
+
+    @property
+    def qualified_tables(self) -> list[tuple[str, str]]:
+        return [tuple(t.split(".", 1)) for t in self.tables]  # type: ignore[misc]
+
+
+class TableSettings(_Section):
+    match: str
+    version_column: str | None = None
+    writer_column: str | None = None
+    ignore_columns: list[str] = []
+    natural_keys: list[list[str]] = []
+    status_column: str | None = None
+    status_order: list[str] = []
+
+    def matches(self, source: str, schema: str, table: str) -> bool:
+        return self.match in (f"{schema}.{table}", f"{source}:{schema}.{table}")
+
+
+class EntitySettings(_Section):
+    name: str
+    members: list[str] = Field(min_length=1)
+    sync: bool = False
+
+
+class ConflictSettings(_Section):
+    window_seconds: float = Field(default=600, gt=0)
+    policy: Literal["last_writer_wins", "source_priority", "field_merge", "manual"] = "last_writer_wins"
+
+
+class TargetSettings(_Section):
+    name: str
+    kind: Literal["jsonl", "postgres"]
+    path: Path | None = None
+    dsn: str | None = None
+    password: SecretStr | None = None
+    table_map: dict[str, str] = {}
+    column_map: dict[str, dict[str, str]] = {}
+    batch_size: int = Field(default=2000, ge=1)
+    position_table: str = "cdc.applied_positions"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return SourceSettings._valid_name(value)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "TargetSettings":
+        if self.kind == "jsonl" and self.path is None:
+            raise ValueError("a jsonl target needs 'path'")
+        if self.kind == "postgres" and not self.dsn:
+            raise ValueError("a postgres target needs 'dsn'")
+        for target_table in [*self.table_map.values(), self.position_table]:
+            if not _QUALIFIED.match(target_table):
+                raise ValueError(f"{target_table!r} must be written as 'schema.table'")
+        return self
+
+
+class PipelineSettings(_Section):
+    flush_interval_seconds: float = Field(default=0.5, gt=0)
+    store_batch: int = Field(default=1000, ge=1)
+
+
+class RetrySettings(_Section):
+    attempts: int = Field(default=0, ge=0, description="0 retries forever (the daemon)")
+    initial_seconds: float = Field(default=1.0, gt=0)
+    max_seconds: float = Field(default=60.0, gt=0)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    state_dir: Path
+    secrets_dir: Path | None = None
+    sources: list[SourceSettings] = Field(min_length=1)
+    tables: list[TableSettings] = []
+    entities: list[EntitySettings] = []
+    conflicts: ConflictSettings = ConflictSettings()
+    targets: list[TargetSettings] = []
+    pipeline: PipelineSettings = PipelineSettings()
+    retry: RetrySettings = RetrySettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Settings":
+        for kind, items in (("sources", self.sources), ("targets", self.targets)):
+            names = [item.name for item in items]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind}: name {duplicates[0]!r} is used twice")
+        return self
+
+    def table_settings(self, source: str, schema: str, table: str) -> TableSettings | None:
+        for table_settings in self.tables:
+            if table_settings.matches(source, schema, table):
+                return table_settings
+        return None
+
+    def source(self, name: str) -> SourceSettings:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(f"no source named {name!r} in the configuration")
+
+
+def config_path(cli_value: str | None) -> Path:
+    return Path(cli_value or os.environ.get("CDC_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path, environ: dict[str, str] | None = None) -> Settings:
+    """Read, override from the environment, and validate the configuration."""
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found (give --config FILE or set CDC_CONFIG)") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the configuration file (permission denied)") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _apply_env(data, environ)
+    _apply_secret_files(data, environ)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc, data)}") from None
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == "CDC_CONFIG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
+        if not path or path[0] not in Settings.model_fields:
+            continue
+        _set_path(data, path, _env_value(raw), name)
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return raw
+
+
+def _set_path(node: Any, path: list[str], value: Any, env_name: str) -> None:
+    head, rest = path[0], path[1:]
+    if isinstance(node, list):
+        item = _list_item(node, head)
+        if item is None:
+            raise ConfigError(f"{env_name}: no list item named or numbered {head!r}")
+        if not rest:
+            raise ConfigError(f"{env_name}: name a key inside the item, e.g. {env_name}__DSN")
+        _set_path(item, rest, value, env_name)
+        return
+    if not rest:
+        node[head] = value
+        return
+    child = node.get(head)
+    if child is None:
+        child = node[head] = {}
+    _set_path(child, rest, value, env_name)
+
+
+def _list_item(items: list[Any], selector: str) -> dict[str, Any] | None:
+    for item in items:
+        if isinstance(item, dict) and str(item.get("name", "")).lower() == selector:
+            return item
+    if selector.isdigit() and int(selector) < len(items) and isinstance(items[int(selector)], dict):
+        return items[int(selector)]
+    return None
+
+
+def _apply_secret_files(data: dict[str, Any], environ: dict[str, str]) -> None:
+    secrets_dir = data.get("secrets_dir") or environ.get("CREDENTIALS_DIRECTORY")
+    if not secrets_dir:
+        return
+    for section in ("sources", "targets"):
+        for item in data.get(section) or []:
+            if not isinstance(item, dict) or item.get("password") or not item.get("name"):
+                continue
+            secret = Path(secrets_dir) / f"{section}.{item['name']}.password"
+            if secret.is_file():
+                item["password"] = secret.read_text(encoding="utf-8").rstrip("\n")
+
+
+def _first_error(exc: ValidationError, data: dict[str, Any]) -> str:
+    error = exc.errors(include_input=False, include_url=False)[0]
+    key = _format_loc(error["loc"], data)
+    message = error["msg"]
+    if error["type"] == "missing":
+        message = "is required"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a known key (check the spelling; see conf/cdc.toml)"
+    message = message.removeprefix("Value error, ")
+    return f"{key}: {message}" if key else message
+
+
+def _format_loc(loc: tuple[Any, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            name = node[part].get("name") if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) else None
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{name or part}]"]
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        else:
+            parts.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts)

@@ -1,0 +1,119 @@
+"""The event model: row changes read from a source and the versioned events made of them.
+
+A source yields, for every committed transaction, a ``TxnBegin``, its ``RowChange`` s in
+commit order, and a ``TxnCommit``. Between transactions it may yield ``Idle`` with a
+position the pipeline may acknowledge once everything before it is durable.
+
+Positions: ``txn_key`` is a source-specific string whose lexicographic order is the order
+of transactions in that source (PostgreSQL: the commit LSN as 16 hex digits), and ``seq``
+numbers the changes inside a transaction from 0. ``(txn_key, seq)`` is therefore a total
+order of a source's changes, used to drop anything already stored or applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+OPS = ("insert", "update", "delete", "snapshot", "truncate")
+
+
+@dataclass(slots=True)
+class TxnBegin:
+    """Start of a committed source transaction."""
+
+    txn_key: str
+    position: str  # human-readable position of the transaction (LSN, GTID, file:pos)
+    xid: str | None
+    commit_ts: datetime
+
+
+@dataclass(slots=True)
+class TxnCommit:
+    """End of a source transaction; ``resume_position`` is what to acknowledge to the source."""
+
+    txn_key: str
+    resume_position: str
+
+
+@dataclass(slots=True)
+class Idle:
+    """Nothing is pending in the source up to ``resume_position``: it may be acknowledged."""
+
+    resume_position: str
+    reached: str = ""  # the position the stream has reached, for --drain
+
+
+@dataclass(slots=True)
+class RowChange:
+    """One row change of a source transaction, values already turned into Python values.
+
+    ``native_before``/``native_after`` optionally carry the source's own text form of the
+    values (PostgreSQL's output functions), so that a target of the same kind can store
+    them untouched.
+    """
+
+    schema: str
+    table: str
+    op: str
+    key: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    native_before: dict[str, str | None] | None = None
+    native_after: dict[str, str | None] | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    """A versioned event, as stored in the event log and sent to targets (DESIGN.md)."""
+
+    event_id: str
+    source: str
+    schema: str
+    table: str
+    op: str
+    key: dict[str, Any]
+    version: int
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changed: list[str]
+    txid: str | None
+    commit_ts: datetime
+    position: str
+    writer: str | None
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """An event as read back from the event log: what targets apply."""
+
+    log_id: int
+    source: str
+    txn_key: str
+    seq: int
+    event_id: str
+    schema: str
+    table: str
+    op: str
+    key: dict[str, Any]
+    json: str  # the event's JSON document (DESIGN.md form)
+    native: dict[str, Any] | None  # {"kind": ..., "key": {...}, "after": {...}} or None
+
+
+def make_event_id(source: str, position: str, seq: int) -> str:
+    """The event id: stable across restarts and replays (``crm:0/16B3748:3``)."""
+    return f"{source}:{position}:{seq}"
+
+
+def changed_columns(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """Columns whose value differs between the two images, in the after image's order.
+
+    Every column of an inserted row counts as changed; none of a deleted row.
+    """
+    if after is None:
+        return []
+    if before is None:
+        return list(after)
+    return [name for name, value in after.items() if name not in before or before[name] != value]

@@ -1,0 +1,1 @@
+"""The pipeline: source transactions -> versioned events in the state store -> targets -> checkpoint."""

@@ -1,0 +1,202 @@
+"""The daemon's main loop: read sources, store versioned events, apply targets, acknowledge.
+
+Each source is read by its own thread into one bounded queue, so that a slow target slows
+the sources down instead of growing memory. The main thread stores changes in the state
+store in batches (a large transaction reaches disk as it arrives), and at every checkpoint
+applies to each target the wholly stored transactions it does not hold yet, makes the
+targets durable, and only then acknowledges the sources. Anything read twice after a
+restart or reconnection is dropped by position.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from cdc.config import Settings
+from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
+from cdc.pipeline.versioner import Versioner
+from cdc.sources.base import Source, SourceError, SourceItem
+from cdc.state.store import NOWHERE, Position, StateStore
+from cdc.targets import Target
+
+log = logging.getLogger("cdc.pipeline")
+
+QUEUE_BATCHES = 64
+
+
+class Stopped(Exception):
+    """The pipeline was asked to stop."""
+
+
+@dataclass
+class _SourceRun:
+    source: Source
+    versioner: Versioner
+    stored: Position = NOWHERE
+    complete_txn: str = ""
+    txn: TxnBegin | None = None
+    seq: int = 0
+    to_ack: str | None = None
+    acked: str | None = None
+    idle_at: str | None = None
+    drained: bool = False
+    pending: list[tuple[int, RowChange]] = field(default_factory=list)
+    failure: BaseException | None = None
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: StateStore, sources: list[Source], targets: list[Target]) -> None:
+        self.settings = settings
+        self.store = store
+        self.targets = targets
+        self.runs = {source.name: _SourceRun(source, Versioner(settings, store, source.name)) for source in sources}
+        self._queue: queue.Queue[tuple[str, list[SourceItem] | BaseException]] = queue.Queue(QUEUE_BATCHES)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.events_stored = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self, drain: bool = False) -> None:
+        """Stream until ``stop()`` (or, with ``drain``, until every source is drained)."""
+        for target in self.targets:
+            target.open()
+        for name, run in self.runs.items():
+            state = self.store.source_state(name)
+            run.stored, run.complete_txn = state.stored, state.complete_txn
+            run.source.start(state.acked or state.complete_resume, drain)
+            thread = threading.Thread(target=self._read, args=(run,), name=f"source-{name}", daemon=True)
+            self._threads.append(thread)
+        self.checkpoint()
+        for thread in self._threads:
+            thread.start()
+        try:
+            self._loop(drain)
+        finally:
+            self._stop.set()
+            for thread in self._threads:
+                thread.join(timeout=10)
+            for run in self.runs.values():
+                run.source.close()
+            for target in self.targets:
+                target.close()
+
+    def _read(self, run: _SourceRun) -> None:
+        try:
+            while not self._stop.is_set():
+                items = run.source.read(0.5)
+                while items and not self._stop.is_set():
+                    try:
+                        self._queue.put((run.source.name, items), timeout=1.0)
+                        break
+                    except queue.Full:
+                        run.source.keepalive()
+        except BaseException as exc:  # handed to the main thread, which decides
+            self._queue.put((run.source.name, exc))
+
+    def _loop(self, drain: bool) -> None:
+        interval = self.settings.pipeline.flush_interval_seconds
+        last_checkpoint = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                name, payload = self._queue.get(timeout=interval)
+            except queue.Empty:
+                name, payload = "", []
+            if isinstance(payload, BaseException):
+                raise payload
+            if payload:
+                self._consume(self.runs[name], payload)
+            if time.monotonic() - last_checkpoint >= interval or (drain and self._all_drained()):
+                self.checkpoint()
+                last_checkpoint = time.monotonic()
+                if drain and self._all_drained():
+                    log.info("drained: every source is read up to its end position")
+                    return
+        self.checkpoint()
+
+    def _all_drained(self) -> bool:
+        return all(run.drained and run.txn is None for run in self.runs.values())
+
+    def _consume(self, run: _SourceRun, items: list[SourceItem]) -> None:
+        batch = self.settings.pipeline.store_batch
+        for item in items:
+            kind = type(item)
+            if kind is RowChange:
+                seq = run.seq
+                run.seq += 1
+                if run.txn is not None and (run.txn.txn_key, seq) > run.stored:
+                    run.pending.append((seq, item))
+                    if len(run.pending) >= batch:
+                        self._store(run)
+            elif kind is TxnBegin:
+                run.txn, run.seq = item, 0
+            elif kind is TxnCommit:
+                self._store(run, commit=item)
+            elif kind is Idle:
+                if item.reached == "drained":
+                    run.drained = True
+                if run.txn is None:
+                    run.idle_at = item.resume_position
+
+    def _store(self, run: _SourceRun, commit: TxnCommit | None = None) -> None:
+        txn = run.txn
+        if txn is None:
+            return
+        name = run.source.name
+        already_complete = txn.txn_key <= run.complete_txn
+        if run.pending or (commit and not already_complete):
+            with self.store.transaction():
+                for seq, change in run.pending:
+                    run.versioner.store(txn, seq, change)
+                if commit and not already_complete:
+                    self.store.mark_complete(name, txn.txn_key, txn.position, commit.resume_position)
+            self.events_stored += len(run.pending)
+            if run.pending:
+                run.stored = (txn.txn_key, run.pending[-1][0])
+            run.pending.clear()
+        if commit:
+            run.complete_txn = max(run.complete_txn, txn.txn_key)
+            run.stored = (txn.txn_key, 2**31 - 1)
+            run.to_ack = commit.resume_position
+            run.idle_at = None
+            run.txn = None
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Apply what is wholly stored to every target, make targets durable, acknowledge sources."""
+        for name, run in self.runs.items():
+            for target in self.targets:
+                self._apply(target, name, run.complete_txn)
+        for target in self.targets:
+            target.checkpoint()
+        for name, run in self.runs.items():
+            position = run.idle_at or run.to_ack
+            if position is not None and position != run.acked:
+                run.source.acknowledge(position)
+                self.store.set_acked(name, position)
+                run.acked = position
+            run.to_ack = None
+
+    def _apply(self, target: Target, source: str, upto_txn: str) -> None:
+        position = target.position(source) or NOWHERE
+        if not upto_txn or position[0] > upto_txn:
+            return
+        limit = target.batch_size
+        while True:
+            events = self.store.events_after(source, position, upto_txn, limit)
+            if not events:
+                break
+            target.apply(source, events)
+            position = (events[-1].txn_key, events[-1].seq)
+            self.store.record_target_position(target.name, source, position)
+            if len(events) < limit:
+                break
+

@@ -1,0 +1,76 @@
+"""The versioner: turns a source's row changes into versioned events in the state store.
+
+Each change gets the next version of its row (per source, table and key) and an event id
+made of the source, the transaction's position and the change's sequence number, so that
+re-reading the same transaction after a restart yields the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+
+from cdc.config import Settings
+from cdc.model import RowChange, TxnBegin, changed_columns, make_event_id
+from cdc.state.store import NewEvent, StateStore
+from cdc.values import dumps_row, encode_value
+
+_dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class Versioner:
+    """Stores events for one source's changes; call inside ``store.transaction()``."""
+
+    def __init__(self, settings: Settings, store: StateStore, source: str) -> None:
+        self._settings = settings
+        self._store = store
+        self._source = source
+        self._writer_columns: dict[tuple[str, str], str | None] = {}
+
+    def store(self, txn: TxnBegin, seq: int, change: RowChange) -> None:
+        key_json = dumps_row(change.key)
+        previous_version, _ = self._store.row_version(self._source, change.schema, change.table, key_json)
+        version = previous_version + 1 if change.op != "truncate" else 0
+        event_id = make_event_id(self._source, txn.position, seq)
+        changed = _changed(change)
+        writer = self._writer(change)
+        commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
+        after_json = dumps_row(change.after)
+        doc = (
+            f'{{"event_id":{_dump(event_id)},"source":{_dump(self._source)},'
+            f'"schema":{_dump(change.schema)},"table":{_dump(change.table)},"op":"{change.op}",'
+            f'"key":{key_json},"version":{version},"before":{dumps_row(change.before)},'
+            f'"after":{after_json},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
+            f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
+            f'"writer":{encode_value(writer)},"conflicts":[]}}'
+        )
+        native = None
+        if change.native_after is not None or change.native_before is not None:
+            native = _dump({"key": _native_key(change), "after": change.native_after})
+        event = NewEvent(self._source, txn.txn_key, seq, event_id, change.schema, change.table, change.op,
+                         key_json, commit_ts, doc, native)
+        self._store.append(event, version, after_json)
+
+    def _writer(self, change: RowChange) -> object:
+        cache_key = (change.schema, change.table)
+        if cache_key not in self._writer_columns:
+            table = self._settings.table_settings(self._source, change.schema, change.table)
+            self._writer_columns[cache_key] = table.writer_column if table else None
+        column = self._writer_columns[cache_key]
+        if column is None:
+            return None
+        image = change.after if change.after is not None else change.before
+        return None if image is None else image.get(column)
+
+
+def _changed(change: RowChange) -> list[str]:
+    if change.native_before is not None and change.native_after is not None:
+        return changed_columns(change.native_before, change.native_after)
+    return changed_columns(change.before, change.after)
+
+
+def _native_key(change: RowChange) -> dict[str, str | None] | None:
+    """The key in the source's text form, from the before image (the row as it was)."""
+    image = change.native_before if change.native_before is not None else change.native_after
+    if image is None:
+        return None
+    return {column: image.get(column) for column in change.key}

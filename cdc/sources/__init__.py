@@ -1,0 +1,1 @@
+"""Sources: read committed row changes from a database's change stream."""

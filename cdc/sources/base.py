@@ -1,0 +1,49 @@
+"""What every source provides to the pipeline."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
+
+SourceItem = TxnBegin | RowChange | TxnCommit | Idle
+
+
+class SourceError(Exception):
+    """A source failed. ``fatal`` errors need a person (a missing slot, a table without a key);
+    the others (a lost connection) are retried with backoff."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class Source(Protocol):
+    name: str
+
+    def start(self, resume_position: str | None, drain: bool = False) -> None:
+        """Connect and stream from just after ``resume_position`` (None: where the slot is)."""
+
+    def read(self, timeout: float) -> list[SourceItem]:
+        """The items available now, waiting up to ``timeout`` seconds for the first one.
+
+        With ``drain``, an ``Idle`` whose ``reached`` is ``"drained"`` says that everything
+        up to the source's end position at start has been read.
+        """
+
+    def acknowledge(self, resume_position: str) -> None:
+        """Everything up to ``resume_position`` is durable in the state store and every target."""
+
+    def keepalive(self) -> None:
+        """Keep the connection alive while the pipeline is not reading (a full queue)."""
+
+    def close(self) -> None: ...
+
+
+def make_source(settings, store=None) -> Source:
+    if settings.kind == "postgres":
+        from cdc.sources.postgres import PostgresSource
+
+        return PostgresSource(settings)
+    raise SourceError(f"source {settings.name}: the {settings.kind} source is not available in this version",
+                      fatal=True)

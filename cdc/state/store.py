@@ -1,0 +1,297 @@
+"""Embedded state store: SQLite in WAL mode under ``state_dir``.
+
+Holds, per source, the last stored change and the last completely stored transaction
+(with the position to acknowledge for it), the version of every row seen, and the event
+log that targets apply from and ``cdc events`` queries. The daemon is the only writer;
+``cdc status`` and ``cdc events`` read concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from cdc.model import StoredEvent
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    source TEXT PRIMARY KEY,
+    stored_txn TEXT NOT NULL DEFAULT '',
+    stored_seq INTEGER NOT NULL DEFAULT -1,
+    complete_txn TEXT NOT NULL DEFAULT '',
+    complete_position TEXT,
+    complete_resume TEXT,
+    acked TEXT,
+    acked_at REAL,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS row_versions (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_event_id TEXT NOT NULL,
+    last_after TEXT,
+    PRIMARY KEY (source, schema_name, table_name, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    log_id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    txn_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    op TEXT NOT NULL,
+    key TEXT NOT NULL,
+    commit_ts TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    doc TEXT NOT NULL,
+    native TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_position ON events (source, txn_key, seq);
+CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
+CREATE INDEX IF NOT EXISTS events_by_row ON events (schema_name, table_name, key);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (commit_ts);
+CREATE TABLE IF NOT EXISTS target_positions (
+    target TEXT NOT NULL,
+    source TEXT NOT NULL,
+    txn_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (target, source)
+);
+"""
+
+Position = tuple[str, int]
+NOWHERE: Position = ("", -1)
+
+
+class StateStoreError(Exception):
+    """The state store cannot be opened or used."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    source: str
+    stored: Position
+    complete_txn: str
+    complete_position: str | None
+    complete_resume: str | None
+    acked: str | None
+    acked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """What the versioner hands to ``StateStore.append``."""
+
+    source: str
+    txn_key: str
+    seq: int
+    event_id: str
+    schema: str
+    table: str
+    op: str
+    key: str
+    commit_ts: str
+    doc: str
+    native: str | None
+
+
+class StateStore:
+    """The SQLite state store of one daemon."""
+
+    def __init__(self, state_dir: Path, readonly: bool = False) -> None:
+        self.path = Path(state_dir) / "state.db"
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise StateStoreError(f"{self.path}: no state store yet (has 'cdc run' started?)")
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                           check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                self._check_schema_version()
+            self._db.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"{self.path}: cannot open the state store: {exc}") from None
+        except PermissionError as exc:
+            raise StateStoreError(f"{state_dir}: cannot create the state directory: {exc.strerror}") from None
+
+    def _check_schema_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StateStoreError(f"{self.path}: written by a newer cdc (schema {row[0]}); upgrade cdc")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- sources -------------------------------------------------------------------
+
+    def source_state(self, source: str) -> SourceState:
+        row = self._db.execute(
+            "SELECT stored_txn, stored_seq, complete_txn, complete_position, complete_resume, acked, acked_at"
+            " FROM sources WHERE source = ?", (source,)).fetchone()
+        if row is None:
+            return SourceState(source, NOWHERE, "", None, None, None, None)
+        return SourceState(source, (row[0], row[1]), row[2], row[3], row[4], row[5], row[6])
+
+    def source_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT source FROM sources ORDER BY source")]
+
+    def set_acked(self, source: str, position: str) -> None:
+        self._db.execute(
+            "INSERT INTO sources (source, acked, acked_at, updated_at) VALUES (?1, ?2, ?3, ?3)"
+            " ON CONFLICT (source) DO UPDATE SET acked = ?2, acked_at = ?3, updated_at = ?3",
+            (source, position, time.time()))
+
+    # -- writing events ------------------------------------------------------------
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+    def row_version(self, source: str, schema: str, table: str, key: str) -> tuple[int, str | None]:
+        row = self._db.execute(
+            "SELECT version, last_after FROM row_versions"
+            " WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
+            (source, schema, table, key)).fetchone()
+        return (row[0], row[1]) if row else (0, None)
+
+    def append(self, event: NewEvent, version: int, after: str | None) -> None:
+        """Store one event and the row's new version (inside ``transaction()``)."""
+        db = self._db
+        db.execute(
+            "INSERT INTO events (source, txn_key, seq, event_id, schema_name, table_name, op, key,"
+            " commit_ts, recorded_at, doc, native) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (event.source, event.txn_key, event.seq, event.event_id, event.schema, event.table, event.op,
+             event.key, event.commit_ts, time.time(), event.doc, event.native))
+        if event.op == "truncate":
+            db.execute("DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?",
+                       (event.source, event.schema, event.table))
+        else:
+            db.execute(
+                "INSERT INTO row_versions VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET"
+                " version = excluded.version, last_event_id = excluded.last_event_id,"
+                " last_after = excluded.last_after",
+                (event.source, event.schema, event.table, event.key, version, event.event_id, after))
+        self._set_stored(event.source, event.txn_key, event.seq)
+
+    def mark_complete(self, source: str, txn_key: str, position: str, resume: str) -> None:
+        """The transaction ``txn_key`` is wholly stored (inside ``transaction()``)."""
+        self._db.execute(
+            "INSERT INTO sources (source, stored_txn, stored_seq, complete_txn, complete_position,"
+            " complete_resume, updated_at) VALUES (?1, ?2, 2147483647, ?2, ?3, ?4, ?5)"
+            " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = 2147483647,"
+            " complete_txn = ?2, complete_position = ?3, complete_resume = ?4, updated_at = ?5",
+            (source, txn_key, position, resume, time.time()))
+
+    def _set_stored(self, source: str, txn_key: str, seq: int) -> None:
+        self._db.execute(
+            "INSERT INTO sources (source, stored_txn, stored_seq, updated_at) VALUES (?1, ?2, ?3, ?4)"
+            " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = ?3, updated_at = ?4",
+            (source, txn_key, seq, time.time()))
+
+    # -- reading events ------------------------------------------------------------
+
+    def events_after(self, source: str, after: Position, upto_txn: str, limit: int) -> list[StoredEvent]:
+        """Events of ``source`` after position ``after`` in transactions up to ``upto_txn``."""
+        txn_key, seq = after
+        rows = self._db.execute(
+            "SELECT log_id, source, txn_key, seq, event_id, schema_name, table_name, op, key, doc, native"
+            " FROM events WHERE source = ?1 AND (txn_key > ?2 OR (txn_key = ?2 AND seq > ?3))"
+            " AND txn_key <= ?4 ORDER BY txn_key, seq LIMIT ?5",
+            (source, txn_key, seq, upto_txn, limit)).fetchall()
+        return [_stored_event(row) for row in rows]
+
+    def position_of(self, event_id: str) -> tuple[str, Position] | None:
+        row = self._db.execute("SELECT source, txn_key, seq FROM events WHERE event_id = ?",
+                               (event_id,)).fetchone()
+        return (row[0], (row[1], row[2])) if row else None
+
+    def record_target_position(self, target: str, source: str, position: Position) -> None:
+        self._db.execute(
+            "INSERT INTO target_positions VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (target, source)"
+            " DO UPDATE SET txn_key = ?3, seq = ?4, updated_at = ?5",
+            (target, source, position[0], position[1], time.time()))
+
+    def target_positions(self) -> list[tuple[str, str, str, int, float]]:
+        return self._db.execute(
+            "SELECT target, source, txn_key, seq, updated_at FROM target_positions ORDER BY target, source"
+        ).fetchall()
+
+    def query_events(self, *, source: str | None = None, table: str | None = None,
+                     key: dict[str, str] | None = None, since: str | None = None, until: str | None = None,
+                     limit: int | None = None) -> Iterator[str]:
+        """Event documents matching the filters, oldest first (for ``cdc events``)."""
+        clauses, params = ["1 = 1"], []
+        if source:
+            clauses.append("source = ?")
+            params.append(source)
+        if table:
+            schema, _, name = table.rpartition(".")
+            if schema:
+                clauses.append("schema_name = ?")
+                params.append(schema)
+            clauses.append("table_name = ?")
+            params.append(name)
+        for column, value in (key or {}).items():
+            clauses.append("CAST(json_extract(key, ?) AS TEXT) = ?")
+            params.extend([_json_path(column), value])
+        if since:
+            clauses.append("commit_ts >= ?")
+            params.append(since)
+        if until:
+            clauses.append("commit_ts < ?")
+            params.append(until)
+        sql = f"SELECT doc FROM events WHERE {' AND '.join(clauses)} ORDER BY log_id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        for (doc,) in self._db.execute(sql, params):
+            yield doc
+
+    def counts(self) -> dict[str, Any]:
+        events = dict(self._db.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
+        oldest = self._db.execute("SELECT min(commit_ts), max(commit_ts), max(recorded_at) FROM events").fetchone()
+        return {"events_by_source": events, "oldest_commit_ts": oldest[0], "newest_commit_ts": oldest[1],
+                "last_recorded_at": oldest[2]}
+
+    def events_recorded_since(self, since: float) -> int:
+        return self._db.execute("SELECT count(*) FROM events WHERE recorded_at >= ?", (since,)).fetchone()[0]
+
+
+class _Transaction:
+    """``with store.transaction():`` — one SQLite write transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _json_path(column: str) -> str:
+    return "$." + json.dumps(column)
+
+
+def _stored_event(row: tuple) -> StoredEvent:
+    native = json.loads(row[10]) if row[10] else None
+    return StoredEvent(
+        log_id=row[0], source=row[1], txn_key=row[2], seq=row[3], event_id=row[4], schema=row[5],
+        table=row[6], op=row[7], key=json.loads(row[8]), json=row[9], native=native)

@@ -1,0 +1,45 @@
+"""Targets: apply versioned events idempotently and remember the last applied position.
+
+A target's ``position(source)`` is the last ``(txn_key, seq)`` it holds for that source;
+``apply`` writes a batch and that batch's last position atomically, so that after a crash
+the pipeline resumes each target exactly after what it holds.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cdc.config import TargetSettings
+from cdc.model import StoredEvent
+from cdc.state.store import Position, StateStore
+
+
+class TargetError(Exception):
+    """A target cannot be reached or refused a change; the message names the target."""
+
+
+class Target(Protocol):
+    name: str
+    batch_size: int
+
+    def open(self) -> None: ...
+
+    def position(self, source: str) -> Position | None: ...
+
+    def apply(self, source: str, events: list[StoredEvent]) -> None: ...
+
+    def checkpoint(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_target(settings: TargetSettings, store: StateStore) -> Target:
+    if settings.kind == "jsonl":
+        from cdc.targets.jsonl import JsonlTarget
+
+        return JsonlTarget(settings, store)
+    if settings.kind == "postgres":
+        from cdc.targets.postgres import PostgresTarget
+
+        return PostgresTarget(settings)
+    raise TargetError(f"target {settings.name}: unknown kind {settings.kind!r}")

@@ -1,0 +1,186 @@
+"""The ``postgres`` target: upserts and deletes by key, batched, position in the same transaction.
+
+Every batch runs in one transaction that also records, in ``position_table``
+(default ``cdc.applied_positions``), the last applied position per source; a crash
+therefore leaves either the whole batch with its position or neither. Values from a
+PostgreSQL source travel in their text form, untouched, and the server casts them to the
+target column's type. Target tables must exist with a primary key or unique index on the
+key columns; ``table_map`` and ``column_map`` rename tables and columns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cdc.config import TargetSettings
+from cdc.model import StoredEvent
+from cdc.state.store import Position
+from cdc.targets import TargetError
+from cdc.dsn import connect_kwargs, redact_dsn
+
+
+@dataclass(frozen=True, slots=True)
+class _Action:
+    statement: sql.Composed
+    params: tuple[Any, ...]
+
+
+class PostgresTarget:
+    def __init__(self, settings: TargetSettings) -> None:
+        self.name = settings.name
+        self.batch_size = settings.batch_size
+        self._settings = settings
+        self._conn: psycopg.Connection | None = None
+        self._positions: dict[str, Position] = {}
+        self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
+        self._statements: dict[tuple, sql.Composed] = {}
+        schema, table = settings.position_table.split(".", 1)
+        self._position_table = sql.Identifier(schema, table)
+        self._position_schema = sql.Identifier(schema)
+
+    # -- connection --------------------------------------------------------------
+
+    def open(self) -> None:
+        assert self._settings.dsn is not None
+        try:
+            self._conn = psycopg.connect(**connect_kwargs(self._settings.dsn, self._settings.password),
+                                         autocommit=True, options="-c timezone=UTC -c datestyle=ISO")
+            self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._position_schema))
+            self._conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (target text NOT NULL, source text NOT NULL,"
+                " txn_key text NOT NULL, seq bigint NOT NULL, event_id text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target, source))"
+            ).format(self._position_table))
+            rows = self._conn.execute(
+                sql.SQL("SELECT source, txn_key, seq FROM {} WHERE target = %s").format(self._position_table),
+                (self.name,)).fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            raise TargetError(f"target {self.name} ({redact_dsn(self._settings.dsn)}): {_one_line(exc)}") from None
+        self._positions = {source: (txn_key, seq) for source, txn_key, seq in rows}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def position(self, source: str) -> Position | None:
+        return self._positions.get(source)
+
+    def checkpoint(self) -> None:
+        """Each batch is committed by ``apply``; nothing more to make durable."""
+
+    # -- applying ------------------------------------------------------------------
+
+    def apply(self, source: str, events: list[StoredEvent]) -> None:
+        if not events:
+            return
+        assert self._conn is not None
+        last = events[-1]
+        try:
+            actions = [action for event in events for action in self._actions(event)]
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                for statement, params in _runs(actions):
+                    cur.executemany(statement, params)
+                cur.execute(sql.SQL(
+                    "INSERT INTO {} (target, source, txn_key, seq, event_id) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (target, source) DO UPDATE SET txn_key = EXCLUDED.txn_key,"
+                    " seq = EXCLUDED.seq, event_id = EXCLUDED.event_id, applied_at = now()"
+                ).format(self._position_table), (self.name, source, last.txn_key, last.seq, last.event_id))
+        except psycopg.Error as exc:
+            raise TargetError(f"target {self.name}: {_one_line(exc)}") from None
+        self._positions[source] = (last.txn_key, last.seq)
+
+    def _actions(self, event: StoredEvent) -> list[_Action]:
+        table, columns = self._table(event.source, event.schema, event.table)
+        if event.op == "truncate":
+            return [_Action(sql.SQL("TRUNCATE {}").format(_identifier(table)), ())]
+        key, after = _images(event)
+        actions = []
+        old_key = key
+        new_key = {column: after[column] for column in key} if after is not None else None
+        if after is None or old_key != new_key:
+            actions.append(self._delete(table, columns, old_key))
+        if after is not None:
+            actions.append(self._upsert(table, columns, list(key), after))
+        return actions
+
+    def _delete(self, table: str, columns: dict[str, str], key: dict[str, Any]) -> _Action:
+        names = tuple(key)
+        cache_key = ("delete", table, names)
+        statement = self._statements.get(cache_key)
+        if statement is None:
+            condition = sql.SQL(" AND ").join(
+                sql.SQL("{} = %s").format(sql.Identifier(columns.get(n, n))) for n in names)
+            statement = self._statements[cache_key] = sql.SQL("DELETE FROM {} WHERE {}").format(
+                _identifier(table), condition)
+        return _Action(statement, tuple(key.values()))
+
+    def _upsert(self, table: str, columns: dict[str, str], key_names: list[str],
+                after: dict[str, Any]) -> _Action:
+        names = tuple(after)
+        cache_key = ("upsert", table, names, tuple(key_names))
+        statement = self._statements.get(cache_key)
+        if statement is None:
+            target_names = [sql.Identifier(columns.get(n, n)) for n in names]
+            keys = [sql.Identifier(columns.get(n, n)) for n in key_names]
+            updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(columns.get(n, n)))
+                       for n in names if n not in key_names]
+            conflict = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates
+                        else sql.SQL("DO NOTHING"))
+            statement = self._statements[cache_key] = sql.SQL(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
+                _identifier(table), sql.SQL(", ").join(target_names), sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                sql.SQL(", ").join(keys), conflict)
+        return _Action(statement, tuple(after.values()))
+
+    def _table(self, source: str, schema: str, table: str) -> tuple[str, dict[str, str]]:
+        cache_key = (source, schema, table)
+        found = self._tables.get(cache_key)
+        if found is None:
+            qualified = f"{schema}.{table}"
+            mapped = (self._settings.table_map.get(f"{source}:{qualified}")
+                      or self._settings.table_map.get(qualified) or qualified)
+            columns = (self._settings.column_map.get(f"{source}:{qualified}")
+                       or self._settings.column_map.get(qualified) or {})
+            found = self._tables[cache_key] = (mapped, columns)
+        return found
+
+
+def _identifier(qualified: str) -> sql.Identifier:
+    return sql.Identifier(*qualified.split(".", 1))
+
+
+def _images(event: StoredEvent) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The key and the after image to write: the source's text form when it has one."""
+    if event.native is not None and event.native.get("key") is not None:
+        return event.native["key"], event.native["after"]
+    doc = json.loads(event.json)
+    after = doc["after"]
+    if after is not None:
+        after = {name: json.dumps(value) if isinstance(value, (dict, list)) else value
+                 for name, value in after.items()}
+    return event.key, after
+
+
+def _runs(actions: list[_Action]):
+    """Consecutive actions with the same statement, as (statement, [params...])."""
+    run: list[tuple[Any, ...]] = []
+    current = None
+    for action in actions:
+        if action.statement is not current and run:
+            yield current, run
+            run = []
+        current = action.statement
+        run.append(action.params)
+    if run:
+        yield current, run
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,84 @@
+"""JSON form of column values: exact numbers, ISO-8601 times, base64 bytes, JSON as JSON.
+
+``encode_value`` returns the JSON text of one value and ``dumps_row`` the JSON object of a
+row image; ``RawJson`` marks a value that already is JSON text (a json/jsonb column) and is
+spliced in verbatim, so that its numbers keep every digit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+_SAFE_INT = 2**53
+_dump_str = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class RawJson(str):
+    """A value that is already a JSON document (PostgreSQL json/jsonb, MySQL JSON)."""
+
+    __slots__ = ()
+
+
+class Verbatim(str):
+    """A value kept in the source's text form because no Python type holds it exactly
+    (an interval with months, an infinite timestamp, a value of an unknown type)."""
+
+    __slots__ = ()
+
+
+def encode_value(value: Any) -> str:
+    """The JSON text of one column value."""
+    if value is None:
+        return "null"
+    if isinstance(value, RawJson):
+        return str.__str__(value)
+    if isinstance(value, str):
+        return _dump_str(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value) if -_SAFE_INT < value < _SAFE_INT else f'"{value}"'
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value)
+        return '"NaN"' if math.isnan(value) else ('"Infinity"' if value > 0 else '"-Infinity"')
+    if isinstance(value, Decimal):
+        return f'"{value}"'
+    if isinstance(value, (datetime, date, time)):
+        return f'"{value.isoformat()}"'
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return '"' + base64.b64encode(bytes(value)).decode("ascii") + '"'
+    if isinstance(value, uuid.UUID):
+        return f'"{value}"'
+    if isinstance(value, timedelta):
+        return _dump_str(_iso_duration(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(encode_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return dumps_row(value)
+    if isinstance(value, (set, frozenset)):
+        return "[" + ",".join(encode_value(item) for item in sorted(value, key=str)) + "]"
+    return _dump_str(str(value))
+
+
+def dumps_row(row: dict[str, Any] | None) -> str:
+    """The JSON object of a row image (or ``null``)."""
+    if row is None:
+        return "null"
+    return "{" + ",".join(f"{_dump_str(str(k))}:{encode_value(v)}" for k, v in row.items()) + "}"
+
+
+def _iso_duration(value: timedelta) -> str:
+    sign = "-" if value < timedelta(0) else ""
+    value = abs(value)
+    seconds = value.seconds + value.microseconds / 1_000_000
+    text = f"{seconds:.6f}".rstrip("0").rstrip(".")
+    return f"{sign}P{value.days}DT{text}S"
