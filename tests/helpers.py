@@ -1,0 +1,123 @@
+"""Test helpers: a CRM database with its cdc configuration, and cdc run as a real process."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+PROJECT = Path(__file__).resolve().parent.parent
+_counter = itertools.count(1)
+
+
+class CdcSetup:
+    """A source database, a target database and a cdc configuration, unique to one test."""
+
+    def __init__(self, pg_server, tmp_path: Path, schema_sql: str, tables: list[str],
+                 extra_config: str = "", target_sql: str | None = None) -> None:
+        n = f"{os.getpid()}_{next(_counter)}"
+        self.name = "crm"
+        self.source_db, self.target_db = f"crm_{n}", f"dwh_{n}"
+        self.slot = f"cdc_slot_{n}"
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.source_db}"')
+            conn.execute(f'CREATE DATABASE "{self.target_db}"')
+        self.source_dsn = pg_server.dsn(self.source_db)
+        self.target_dsn = pg_server.dsn(self.target_db)
+        self.tmp_path = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.jsonl = tmp_path / "audit.jsonl"
+        self.config = tmp_path / "cdc.toml"
+        with psycopg.connect(self.source_dsn, autocommit=True) as conn:
+            conn.execute(schema_sql)
+        with psycopg.connect(self.target_dsn, autocommit=True) as conn:
+            conn.execute(target_sql if target_sql is not None else schema_sql)
+        tables_toml = ", ".join(json.dumps(t) for t in tables)
+        self.config.write_text(f"""
+state_dir = "{self.state_dir}"
+
+[[sources]]
+name = "{self.name}"
+kind = "postgres"
+dsn = "{self.source_dsn}"
+tables = [{tables_toml}]
+slot = "{self.slot}"
+publication = "{self.slot}"
+heartbeat_seconds = 1
+
+[[targets]]
+name = "audit"
+kind = "jsonl"
+path = "{self.jsonl}"
+
+[[targets]]
+name = "dwh"
+kind = "postgres"
+dsn = "{self.target_dsn}"
+
+[pipeline]
+flush_interval_seconds = 0.2
+
+[retry]
+initial_seconds = 0.2
+max_seconds = 2
+{extra_config}
+""")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
+        env.update(CDC_CONFIG=str(self.config), PYTHONPATH=str(PROJECT), **extra)
+        return env
+
+    def cdc(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cdc", *args], env=self.env(**env), capture_output=True,
+                              text=True, timeout=timeout, cwd=PROJECT)
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        log = open(self.tmp_path / "daemon.log", "a")
+        return subprocess.Popen([sys.executable, "-m", "cdc", "run", *args], env=self.env(**env), stdout=log,
+                                stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+
+    def setup(self) -> None:
+        result = self.cdc("setup")
+        assert result.returncode == 0, result.stderr + result.stdout
+
+    def drain(self, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        result = self.cdc("run", "--drain", timeout=timeout)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        return result
+
+    def source(self) -> psycopg.Connection:
+        return psycopg.connect(self.source_dsn, autocommit=True)
+
+    def target(self) -> psycopg.Connection:
+        return psycopg.connect(self.target_dsn, autocommit=True)
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.jsonl.exists():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines()]
+
+
+def table_rows(conn: psycopg.Connection, table: str, order_by: str = "id") -> list[tuple]:
+    schema, name = table.split(".")
+    return conn.execute(
+        psycopg.sql.SQL("SELECT * FROM {} ORDER BY {}").format(psycopg.sql.Identifier(schema, name),
+                                                              psycopg.sql.SQL(order_by))).fetchall()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
