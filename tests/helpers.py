@@ -85,6 +85,10 @@ max_seconds = 2
         return subprocess.Popen([sys.executable, "-m", "cdc", "run", *args], env=self.env(**env), stdout=log,
                                 stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
 
+    def daemon_log(self) -> str:
+        path = self.tmp_path / "daemon.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
     def setup(self) -> None:
         result = self.cdc("setup")
         assert result.returncode == 0, result.stderr + result.stdout

@@ -20,7 +20,7 @@ from cdc.config import Settings
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
 from cdc.pipeline.versioner import Versioner
 from cdc.sources.base import Source, SourceError, SourceItem
-from cdc.state.store import NOWHERE, Position, StateStore
+from cdc.state.store import NOWHERE, WHOLE_TRANSACTION, Position, StateStore
 from cdc.targets import Target
 
 log = logging.getLogger("cdc.pipeline")
@@ -155,15 +155,17 @@ class Pipeline:
             with self.store.transaction():
                 for seq, change in run.pending:
                     run.versioner.store(txn, seq, change)
+                if run.pending:
+                    self.store.set_stored(name, txn.txn_key, run.pending[-1][0])
                 if commit and not already_complete:
                     self.store.mark_complete(name, txn.txn_key, txn.position, commit.resume_position)
             self.events_stored += len(run.pending)
             if run.pending:
-                run.stored = (txn.txn_key, run.pending[-1][0])
+                run.stored = max(run.stored, (txn.txn_key, run.pending[-1][0]))
             run.pending.clear()
         if commit:
             run.complete_txn = max(run.complete_txn, txn.txn_key)
-            run.stored = (txn.txn_key, 2**31 - 1)
+            run.stored = max(run.stored, (txn.txn_key, WHOLE_TRANSACTION))
             run.to_ack = commit.resume_position
             run.idle_at = None
             run.txn = None

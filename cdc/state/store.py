@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS target_positions (
 """
 
 Position = tuple[str, int]
+WHOLE_TRANSACTION = 2**31 - 1  # the seq that stands for "every change of the transaction"
 NOWHERE: Position = ("", -1)
 
 
@@ -188,18 +189,18 @@ class StateStore:
                 " version = excluded.version, last_event_id = excluded.last_event_id,"
                 " last_after = excluded.last_after",
                 (event.source, event.schema, event.table, event.key, version, event.event_id, after))
-        self._set_stored(event.source, event.txn_key, event.seq)
 
     def mark_complete(self, source: str, txn_key: str, position: str, resume: str) -> None:
         """The transaction ``txn_key`` is wholly stored (inside ``transaction()``)."""
         self._db.execute(
             "INSERT INTO sources (source, stored_txn, stored_seq, complete_txn, complete_position,"
-            " complete_resume, updated_at) VALUES (?1, ?2, 2147483647, ?2, ?3, ?4, ?5)"
-            " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = 2147483647,"
+            " complete_resume, updated_at) VALUES (?1, ?2, ?6, ?2, ?3, ?4, ?5)"
+            " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = ?6,"
             " complete_txn = ?2, complete_position = ?3, complete_resume = ?4, updated_at = ?5",
-            (source, txn_key, position, resume, time.time()))
+            (source, txn_key, position, resume, time.time(), WHOLE_TRANSACTION))
 
-    def _set_stored(self, source: str, txn_key: str, seq: int) -> None:
+    def set_stored(self, source: str, txn_key: str, seq: int) -> None:
+        """The last change stored for ``source`` (inside the ``transaction()`` that stored it)."""
         self._db.execute(
             "INSERT INTO sources (source, stored_txn, stored_seq, updated_at) VALUES (?1, ?2, ?3, ?4)"
             " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = ?3, updated_at = ?4",
