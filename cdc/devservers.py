@@ -40,6 +40,15 @@ START_TIMEOUT = 60.0  # seconds until a server must accept connections
 STOP_TIMEOUT = 30.0  # seconds a graceful shutdown may take before SIGKILL
 PORT_ATTEMPTS = 5  # fresh ports to try when the chosen one gets taken meanwhile
 SETTINGS = Mapping[str, Any]
+# For initdb and mariadb-install-db: output captured for error messages, and a
+# session of their own so that a Ctrl-C in the terminal reaches only us.
+_QUIET_CHILD: dict[str, Any] = {
+    "stdin": subprocess.DEVNULL,
+    "stdout": subprocess.PIPE,
+    "stderr": subprocess.STDOUT,
+    "text": True,
+    "start_new_session": True,
+}
 
 
 def free_port(host: str = HOST) -> int:
@@ -116,14 +125,14 @@ def _pg_bindirs() -> list[str]:
 
 
 def _tail(path: Path, offset: int = 0, lines: int = 30) -> str:
-    """The last ``lines`` lines of ``path`` written after byte ``offset``."""
+    """The last ``lines`` lines of ``path`` written after byte ``offset`` ("" if none)."""
     try:
         with open(path, "rb") as f:
             f.seek(offset)
             text = f.read().decode("utf-8", "replace")
     except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _size(path: Path) -> int:
@@ -148,13 +157,18 @@ class _ThrowawayServer:
         self._fixed_port = port is not None
         self._account: pwd.struct_passwd | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
+        self._log_offsets: dict[Path, int] = {}
         self._last_error = ""  # why the last readiness probe failed
 
     # -- hooks for subclasses --------------------------------------------
     @property
     def log_path(self) -> Path:
         raise NotImplementedError
+
+    @property
+    def log_paths(self) -> list[Path]:
+        """Files to quote when startup fails."""
+        return [self.log_path]
 
     def _init_datadir(self) -> None:
         raise NotImplementedError
@@ -174,6 +188,7 @@ class _ThrowawayServer:
 
     @property
     def running(self) -> bool:
+        """Whether the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
@@ -238,29 +253,35 @@ class _ThrowawayServer:
 
     def _launch(self) -> None:
         """Start the server process and wait until it accepts connections."""
-        self._log_offset = _size(self.log_path)
+        self._log_offsets = {path: _size(path) for path in self.log_paths}
         self._proc = self._spawn()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             code = self._proc.poll()
             if code is not None:
                 self._kill()  # reap leftovers in its process group
-                log = _tail(self.log_path, self._log_offset)
-                message = f"{self.kind} server exited with code {code} during startup; {self.log_path}:\n{log}"
-                if "Address already in use" in log:
-                    raise _PortTaken(message)
-                raise RuntimeError(message)
+                logs = self._startup_logs()
+                if "Address already in use" in logs:
+                    raise _PortTaken(f"{self.kind} server could not listen on port {self.port} (in use):\n{logs}")
+                raise RuntimeError(f"{self.kind} server exited with code {code} during startup:\n{logs}")
             if self._accepts_connections():
                 return
             if time.monotonic() > deadline:
                 self._kill()
-                log = _tail(self.log_path, self._log_offset)
                 raise RuntimeError(
-                    f"{self.kind} server did not accept connections on port {self.port} "
-                    f"within {START_TIMEOUT:.0f}s (last error: {self._last_error or 'none'}); "
-                    f"{self.log_path}:\n{log}"
+                    f"{self.kind} server did not accept connections on port {self.port} within "
+                    f"{START_TIMEOUT:.0f}s (last error: {self._last_error or 'none'}):\n{self._startup_logs()}"
                 )
             time.sleep(0.1)
+
+    def _startup_logs(self) -> str:
+        """What the server logged since the last launch, for error messages."""
+        parts = []
+        for path in self.log_paths:
+            text = _tail(path, self._log_offsets.get(path, 0))
+            if text:
+                parts.append(f"--- {path}:\n{text}")
+        return "\n".join(parts) or f"(nothing in {', '.join(map(str, self.log_paths))})"
 
     def _shutdown(self) -> None:
         """Graceful stop of the server process, SIGKILL if it takes too long."""
@@ -372,9 +393,7 @@ class ThrowawayPostgres(_ThrowawayServer):
 
     def _initdb(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         argv, extra = _as_account(argv, self._account)
-        return subprocess.run(
-            argv, cwd=self.tmpdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **extra
-        )
+        return subprocess.run(argv, cwd=self.tmpdir, **_QUIET_CHILD, **extra)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         argv = [os.path.join(self.bindir, "postgres"), "-D", str(self.datadir), "-p", str(self.port)]
@@ -418,6 +437,16 @@ class ThrowawayMariaDB(_ThrowawayServer):
         assert self.tmpdir is not None
         return self.tmpdir / "error.log"
 
+    @property
+    def log_paths(self) -> list[Path]:
+        # Option errors go to stdout/stderr: mariadbd opens --log-error only later.
+        return [self.log_path, self._output_path]
+
+    @property
+    def _output_path(self) -> Path:
+        assert self.tmpdir is not None
+        return self.tmpdir / "mariadbd.out"
+
     def server_options(self) -> list[str]:
         """Command-line options for mariadbd (extra settings last, so they win)."""
         assert self.tmpdir is not None
@@ -457,9 +486,7 @@ class ThrowawayMariaDB(_ThrowawayServer):
         ]
         if self._account is not None:
             argv.append(f"--user={self._account.pw_name}")
-        result = subprocess.run(
-            argv, cwd=self.tmpdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        result = subprocess.run(argv, cwd=self.tmpdir, **_QUIET_CHILD)
         if result.returncode != 0:
             name = os.path.basename(self.install_db)
             raise RuntimeError(f"{name} failed with code {result.returncode}:\n{result.stdout}")
@@ -468,11 +495,14 @@ class ThrowawayMariaDB(_ThrowawayServer):
         assert self.tmpdir is not None
         # mariadbd switches to --user by itself; the error log is written by mariadbd.
         argv = [self.mariadbd, *self.server_options()]
-        return self._popen(argv, self.tmpdir / "mariadbd.out", switch_user=False)
+        return self._popen(argv, self._output_path, switch_user=False)
 
     def _accepts_connections(self) -> bool:
         try:
-            conn = pymysql.connect(host=self.host, port=self.port, user=self.user, password="", connect_timeout=2)
+            conn = pymysql.connect(
+                host=self.host, port=self.port, user=self.user, password="",
+                connect_timeout=2, read_timeout=2, write_timeout=2,
+            )
         except pymysql.err.OperationalError as exc:
             self._last_error = str(exc)
             return False

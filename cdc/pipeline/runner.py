@@ -25,7 +25,7 @@ from cdc.targets import Target
 
 log = logging.getLogger("cdc.pipeline")
 
-QUEUE_BATCHES = 64
+QUEUE_BATCHES = 8  # batches of up to 1,000 changes waiting between a source and the store
 
 
 class Stopped(Exception):
@@ -153,8 +153,7 @@ class Pipeline:
         already_complete = txn.txn_key <= run.complete_txn
         if run.pending or (commit and not already_complete):
             with self.store.transaction():
-                for seq, change in run.pending:
-                    run.versioner.store(txn, seq, change)
+                self.store.append([run.versioner.version(txn, seq, change) for seq, change in run.pending])
                 if run.pending:
                     self.store.set_stored(name, txn.txn_key, run.pending[-1][0])
                 if commit and not already_complete:

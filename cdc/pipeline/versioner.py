@@ -18,7 +18,7 @@ _dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Versioner:
-    """Stores events for one source's changes; call inside ``store.transaction()``."""
+    """Makes the events of one source's changes; call inside ``store.transaction()``."""
 
     def __init__(self, settings: Settings, store: StateStore, source: str) -> None:
         self._settings = settings
@@ -26,29 +26,31 @@ class Versioner:
         self._source = source
         self._writer_columns: dict[tuple[str, str], str | None] = {}
 
-    def store(self, txn: TxnBegin, seq: int, change: RowChange) -> None:
+    def version(self, txn: TxnBegin, seq: int, change: RowChange) -> NewEvent:
+        """The event for a change, its row's version counted in the state store."""
         key_json = dumps_row(change.key)
-        previous_version, _ = self._store.row_version(self._source, change.schema, change.table, key_json)
-        version = previous_version + 1 if change.op != "truncate" else 0
         event_id = make_event_id(self._source, txn.position, seq)
+        if change.op == "truncate":
+            self._store.forget_rows(self._source, change.schema, change.table)
+            version = 0
+        else:
+            version = self._store.next_version(self._source, change.schema, change.table, key_json, event_id)
         changed = _changed(change)
         writer = self._writer(change)
         commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
-        after_json = dumps_row(change.after)
         doc = (
             f'{{"event_id":{_dump(event_id)},"source":{_dump(self._source)},'
             f'"schema":{_dump(change.schema)},"table":{_dump(change.table)},"op":"{change.op}",'
             f'"key":{key_json},"version":{version},"before":{dumps_row(change.before)},'
-            f'"after":{after_json},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
+            f'"after":{dumps_row(change.after)},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
             f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
             f'"writer":{encode_value(writer)},"conflicts":[]}}'
         )
         native = None
         if change.native_after is not None or change.native_before is not None:
             native = _dump({"key": _native_key(change), "after": change.native_after})
-        event = NewEvent(self._source, txn.txn_key, seq, event_id, change.schema, change.table, change.op,
-                         key_json, commit_ts, doc, native)
-        self._store.append(event, version, after_json)
+        return NewEvent(self._source, txn.txn_key, seq, event_id, change.schema, change.table, change.op,
+                        key_json, commit_ts, doc, native)
 
     def _writer(self, change: RowChange) -> object:
         cache_key = (change.schema, change.table)

@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS row_versions (
     key TEXT NOT NULL,
     version INTEGER NOT NULL,
     last_event_id TEXT NOT NULL,
-    last_after TEXT,
     PRIMARY KEY (source, schema_name, table_name, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -165,30 +164,26 @@ class StateStore:
     def transaction(self) -> "_Transaction":
         return _Transaction(self._db)
 
-    def row_version(self, source: str, schema: str, table: str, key: str) -> tuple[int, str | None]:
-        row = self._db.execute(
-            "SELECT version, last_after FROM row_versions"
-            " WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
-            (source, schema, table, key)).fetchone()
-        return (row[0], row[1]) if row else (0, None)
+    def next_version(self, source: str, schema: str, table: str, key: str, event_id: str) -> int:
+        """Count one more change of the row and return its version (inside ``transaction()``)."""
+        return self._db.execute(
+            "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT DO UPDATE SET"
+            " version = version + 1, last_event_id = excluded.last_event_id RETURNING version",
+            (source, schema, table, key, event_id)).fetchone()[0]
 
-    def append(self, event: NewEvent, version: int, after: str | None) -> None:
-        """Store one event and the row's new version (inside ``transaction()``)."""
-        db = self._db
-        db.execute(
+    def forget_rows(self, source: str, schema: str, table: str) -> None:
+        """The table was truncated: its rows start counting versions anew."""
+        self._db.execute("DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?",
+                         (source, schema, table))
+
+    def append(self, events: list[NewEvent]) -> None:
+        """Store events (inside ``transaction()``)."""
+        now = time.time()
+        self._db.executemany(
             "INSERT INTO events (source, txn_key, seq, event_id, schema_name, table_name, op, key,"
             " commit_ts, recorded_at, doc, native) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (event.source, event.txn_key, event.seq, event.event_id, event.schema, event.table, event.op,
-             event.key, event.commit_ts, time.time(), event.doc, event.native))
-        if event.op == "truncate":
-            db.execute("DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?",
-                       (event.source, event.schema, event.table))
-        else:
-            db.execute(
-                "INSERT INTO row_versions VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET"
-                " version = excluded.version, last_event_id = excluded.last_event_id,"
-                " last_after = excluded.last_after",
-                (event.source, event.schema, event.table, event.key, version, event.event_id, after))
+            [(e.source, e.txn_key, e.seq, e.event_id, e.schema, e.table, e.op, e.key, e.commit_ts, now, e.doc,
+              e.native) for e in events])
 
     def mark_complete(self, source: str, txn_key: str, position: str, resume: str) -> None:
         """The transaction ``txn_key`` is wholly stored (inside ``transaction()``)."""
