@@ -34,22 +34,46 @@ class Verbatim(str):
 
 def encode_value(value: Any) -> str:
     """The JSON text of one column value."""
-    if value is None:
+    encode = _BY_TYPE.get(type(value))
+    return encode(value) if encode is not None else _encode_other(value)
+
+
+def dumps_row(row: dict[str, Any] | None) -> str:
+    """The JSON object of a row image (or ``null``)."""
+    if row is None:
         return "null"
+    parts = []
+    for name, value in row.items():
+        prefix = _KEY_PREFIXES.get(name)
+        if prefix is None:
+            prefix = _KEY_PREFIXES[name] = _dump_str(str(name)) + ":"
+        encode = _BY_TYPE.get(type(value))
+        parts.append(prefix + (encode(value) if encode is not None else _encode_other(value)))
+    return "{" + ",".join(parts) + "}"
+
+
+def _encode_int(value: int) -> str:
+    return str(value) if -_SAFE_INT < value < _SAFE_INT else f'"{value}"'
+
+
+def _encode_float(value: float) -> str:
+    if math.isfinite(value):
+        return repr(value)
+    return '"NaN"' if math.isnan(value) else ('"Infinity"' if value > 0 else '"-Infinity"')
+
+
+def _encode_other(value: Any) -> str:
+    """Subclasses and the less common types."""
     if isinstance(value, RawJson):
         return str.__str__(value)
     if isinstance(value, str):
         return _dump_str(value)
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int):
-        return str(value) if -_SAFE_INT < value < _SAFE_INT else f'"{value}"'
+        return _encode_int(value)
     if isinstance(value, float):
-        if math.isfinite(value):
-            return repr(value)
-        return '"NaN"' if math.isnan(value) else ('"Infinity"' if value > 0 else '"-Infinity"')
+        return _encode_float(value)
     if isinstance(value, Decimal):
         return f'"{value}"'
     if isinstance(value, (datetime, date, time)):
@@ -69,11 +93,19 @@ def encode_value(value: Any) -> str:
     return _dump_str(str(value))
 
 
-def dumps_row(row: dict[str, Any] | None) -> str:
-    """The JSON object of a row image (or ``null``)."""
-    if row is None:
-        return "null"
-    return "{" + ",".join(f"{_dump_str(str(k))}:{encode_value(v)}" for k, v in row.items()) + "}"
+_BY_TYPE: dict[type, Any] = {
+    type(None): lambda value: "null",
+    bool: lambda value: "true" if value else "false",
+    int: _encode_int,
+    float: _encode_float,
+    str: _dump_str,
+    Verbatim: _dump_str,
+    RawJson: str.__str__,
+    Decimal: lambda value: f'"{value}"',
+    datetime: lambda value: f'"{value.isoformat()}"',
+    date: lambda value: f'"{value.isoformat()}"',
+}
+_KEY_PREFIXES: dict[str, str] = {}  # column name -> its JSON text and the colon
 
 
 def _iso_duration(value: timedelta) -> str:
