@@ -12,12 +12,9 @@ order of a source's changes, used to drop anything already stored or applied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-OPS = ("insert", "update", "delete", "snapshot", "truncate")
-
 
 @dataclass(slots=True)
 class TxnBegin:
@@ -62,27 +59,6 @@ class RowChange:
     after: dict[str, Any] | None
     native_before: dict[str, str | None] | None = None
     native_after: dict[str, str | None] | None = None
-
-
-@dataclass(slots=True)
-class Event:
-    """A versioned event, as stored in the event log and sent to targets (DESIGN.md)."""
-
-    event_id: str
-    source: str
-    schema: str
-    table: str
-    op: str
-    key: dict[str, Any]
-    version: int
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    changed: list[str]
-    txid: str | None
-    commit_ts: datetime
-    position: str
-    writer: str | None
-    conflicts: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
