@@ -101,7 +101,7 @@ class ConflictSettings(_Section):
 
 class TargetSettings(_Section):
     name: str
-    kind: Literal["jsonl", "postgres"]
+    kind: Literal["jsonl", "postgres", "mysql"]
     path: Path | None = None
     dsn: str | None = None
     password: SecretStr | None = None
@@ -119,8 +119,8 @@ class TargetSettings(_Section):
     def _kind_needs(self) -> "TargetSettings":
         if self.kind == "jsonl" and self.path is None:
             raise ValueError("a jsonl target needs 'path'")
-        if self.kind == "postgres" and not self.dsn:
-            raise ValueError("a postgres target needs 'dsn'")
+        if self.kind in ("postgres", "mysql") and not self.dsn:
+            raise ValueError(f"a {self.kind} target needs 'dsn'")
         for target_table in [*self.table_map.values(), self.position_table]:
             if not _QUALIFIED.match(target_table):
                 raise ValueError(f"{target_table!r} must be written as 'schema.table'")

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
 
 SourceItem = TxnBegin | RowChange | TxnCommit | Idle
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A preflight problem (``cdc check``) and the statement or setting that fixes it."""
+
+    what: str
+    fix: str
 
 
 class SourceError(Exception):

@@ -7,18 +7,11 @@ identity, slot), composed with psycopg's ``sql`` module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import psycopg
 from psycopg import sql
 
 from cdc.config import SourceSettings
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    what: str
-    fix: str
+from cdc.sources.base import Problem
 
 
 def _table(schema: str, table: str) -> sql.Identifier:

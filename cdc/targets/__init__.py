@@ -42,4 +42,8 @@ def make_target(settings: TargetSettings, store: StateStore) -> Target:
         from cdc.targets.postgres import PostgresTarget
 
         return PostgresTarget(settings)
+    if settings.kind == "mysql":
+        from cdc.targets.mysql import MysqlTarget
+
+        return MysqlTarget(settings)
     raise TargetError(f"target {settings.name}: unknown kind {settings.kind!r}")
