@@ -45,9 +45,34 @@ def _connect_source(settings: Settings, source) -> psycopg.Connection:
         raise CommandError(str(exc), 4) from None
 
 
-def _require_postgres(source) -> None:
-    if source.kind != "postgres":
-        raise CommandError(f"source {source.name}: the {source.kind} source is not available in this version", 3)
+def _connect_mysql(settings: Settings, source):
+    """A control connection to a MySQL/MariaDB source, retried a few times."""
+    from cdc.sources.mysql import MysqlSource
+
+    what = f"source {source.name} ({redact_dsn(source.dsn)})"
+    try:
+        return retry_call(settings.retry, what, MysqlSource(source).control_connection, _retryable_source,
+                          attempts=min(settings.retry.attempts or ONE_SHOT_ATTEMPTS, ONE_SHOT_ATTEMPTS))
+    except Unreachable as exc:
+        raise CommandError(str(exc), 4) from None
+    except SourceError as exc:
+        raise CommandError(str(exc), 3 if exc.fatal else 4) from None
+
+
+def _retryable_source(exc: BaseException) -> bool:
+    return isinstance(exc, SourceError) and not exc.fatal
+
+
+def _stored_position(settings: Settings, source: str) -> str | None:
+    try:
+        store = StateStore(settings.state_dir, readonly=True)
+    except StateStoreError:
+        return None
+    try:
+        state = store.source_state(source)
+        return state.acked or state.complete_resume
+    finally:
+        store.close()
 
 
 # -- check / setup -----------------------------------------------------------------------
@@ -57,10 +82,18 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
 
     report: list[dict[str, str]] = []
     for source in settings.sources:
-        _require_postgres(source)
-        with _connect_source(settings, source) as conn:
-            for problem in pg_admin.check(conn, source):
-                report.append({"source": source.name, "problem": problem.what, "fix": problem.fix})
+        if source.kind == "mysql":
+            from cdc.sources import mysql_admin
+
+            conn = _connect_mysql(settings, source)
+            try:
+                problems = mysql_admin.check(conn, source, _stored_position(settings, source.name))
+            finally:
+                conn.close()
+        else:
+            with _connect_source(settings, source) as conn:
+                problems = pg_admin.check(conn, source)
+        report += [{"source": source.name, "problem": p.what, "fix": p.fix} for p in problems]
     report += _check_state_dir(settings)
     report += _check_targets(settings)
     if args.json:
@@ -107,7 +140,9 @@ def setup(settings: Settings, args: argparse.Namespace) -> int:
     from cdc.sources import pg_admin
 
     for source in settings.sources:
-        _require_postgres(source)
+        if source.kind == "mysql":
+            _setup_mysql(settings, source)
+            continue
         with _connect_source(settings, source) as conn:
             statements = pg_admin.setup_statements(conn, source)
             if args.print_sql:
@@ -127,6 +162,31 @@ def setup(settings: Settings, args: argparse.Namespace) -> int:
             if not statements:
                 print(f"[{source.name}] nothing to do: publication and slot exist")
     return 0
+
+
+def _setup_mysql(settings: Settings, source) -> None:
+    """A binlog has no slot: record where streaming starts, once, in the state store."""
+    from cdc.sources.mysql import MysqlSource
+
+    reader = MysqlSource(source)
+    conn = _connect_mysql(settings, source)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            reader.is_mariadb = "mariadb" in cur.fetchone()[0].lower()
+        current = reader.current_position(conn)
+    finally:
+        conn.close()
+    store = StateStore(settings.state_dir)
+    try:
+        stored = store.source_state(source.name)
+        if stored.acked or stored.complete_resume:
+            print(f"[{source.name}] nothing to do: streaming resumes at {stored.acked or stored.complete_resume}")
+        else:
+            store.set_acked(source.name, current)
+            print(f"[{source.name}] streaming will start at the binlog position {current or '(empty binlog)'}")
+    finally:
+        store.close()
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -150,8 +210,6 @@ def _open_store(settings: Settings) -> StateStore:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    from cdc.sources import pg_admin
-
     store = _open_store(settings)
     now = time.time()
     counts = store.counts()
@@ -165,10 +223,8 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
             "last_transaction": state.complete_position, "events": counts["events_by_source"].get(source.name, 0),
             "server": None}
         try:
-            with psycopg.connect(**connect_kwargs(source.dsn, source.password, connect_timeout=5),
-                                 autocommit=True) as conn:
-                entry["server"] = pg_admin.slot_status(conn, source)
-        except (psycopg.Error, DsnError) as exc:
+            entry["server"] = _server_status(source)
+        except (psycopg.Error, DsnError, SourceError, OSError) as exc:
             entry["server_error"] = " ".join(str(exc).split())
         report["sources"].append(entry)
     for target, source, txn_key, seq, updated_at in store.target_positions():
@@ -181,13 +237,37 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_status(source) -> dict[str, Any] | None:
+    if source.kind == "mysql":
+        from cdc.sources import mysql_admin
+        from cdc.sources.mysql import MysqlSource
+
+        conn = MysqlSource(source).control_connection()
+        try:
+            return mysql_admin.binlog_status(conn)
+        finally:
+            conn.close()
+    from cdc.sources import pg_admin
+
+    with psycopg.connect(**connect_kwargs(source.dsn, source.password, connect_timeout=5), autocommit=True) as conn:
+        return pg_admin.slot_status(conn, source)
+
+
 def _print_status(report: dict[str, Any]) -> None:
-    print(f"{'SOURCE':12} {'ACKED':16} {'LAG':>12} {'RETAINED WAL':>14} {'EVENTS':>10}")
+    print(f"{'SOURCE':10} {'ACKED':24} {'SERVER AT':24} {'LAG':>10} {'RETAINED':>10} {'EVENTS':>8}")
     for s in report["sources"]:
         server = s["server"] or {}
-        lag = _bytes(server.get("lag_bytes")) if server else s.get("server_error", "unreachable")[:12]
-        print(f"{s['name']:12} {s['acked'] or '-':16} {lag:>12} {_bytes(server.get('retained_wal_bytes')):>14}"
-              f" {s['events']:>10}")
+        if s.get("server_error"):
+            at, lag, retained = "unreachable", "-", "-"
+        elif "current_wal_lsn" in server:
+            at, lag, retained = (server["current_wal_lsn"], _bytes(server.get("lag_bytes")),
+                                 _bytes(server.get("retained_wal_bytes")))
+        else:
+            at = server.get("gtid_position") or f"{server.get('file')}:{server.get('position')}"
+            lag, retained = "-", _bytes(server.get("binlog_bytes"))
+        print(f"{s['name']:10} {s['acked'] or '-':24} {at:24} {lag:>10} {retained:>10} {s['events']:>8}")
+        if s.get("server_error"):
+            print(f"    {s['name']}: {s['server_error']}")
     for t in report["targets"]:
         print(f"target {t['name']}: {t['source']} applied through {t['txn_key']}:{t['seq']}"
               f" ({t['updated_age_seconds']}s ago)")

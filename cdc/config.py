@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_CONFIG = "/etc/cdc/cdc.toml"
 ENV_PREFIX = "CDC_"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
 _QUALIFIED = re.compile(r"^[^.:\s]+\.[^.:\s]+$")
 
 
@@ -61,6 +62,19 @@ class SourceSettings(_Section):
             if not _QUALIFIED.match(table):
                 raise ValueError(f"{table!r} must be written as 'schema.table'")
         return value
+
+    @field_validator("slot", "publication")
+    @classmethod
+    def _valid_slot_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SLOT.match(value):
+            raise ValueError("may hold only lower-case letters, digits and '_' (at most 63)")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "SourceSettings":
+        if self.kind == "mysql" and self.server_id is None:
+            raise ValueError("a mysql source needs 'server_id', unique among the server's replicas")
+        return self
 
     @property
     def slot_name(self) -> str:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""cdc's demo on its embedded default: throwaway PostgreSQL, a small CRM, a scripted workload.
+"""cdc's demo on its embedded default: throwaway servers, a small CRM and ERP, a scripted workload.
 
-Starts a throwaway PostgreSQL server, creates a CRM database (customers, contacts, deals)
-and a warehouse database, configures cdc, runs ``cdc setup`` and ``cdc check``, starts
-the daemon, drives a workload of inserts, updates and deletes while it streams, then
-prints what was captured and whether every target row equals its source row.
+Starts a throwaway PostgreSQL server (the CRM: customers, contacts, deals, and a warehouse
+database) and a throwaway MariaDB server (the ERP's customers), configures cdc with both
+sources, runs ``cdc check`` and ``cdc setup``, starts the daemon, drives a workload of
+inserts, updates and deletes on both sides while it streams, then prints what was
+captured and whether every target row equals its source row.
 Everything lives in a temp dir that is removed at the end (``--keep`` keeps it).
 """
 
@@ -26,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
-from cdc.devservers import ThrowawayPostgres  # noqa: E402
+import pymysql  # noqa: E402
+
+from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
 
 TABLES = ["public.customers", "public.contacts", "public.deals"]
 SCHEMA = """
@@ -37,6 +40,24 @@ CREATE TYPE deal_stage AS ENUM ('lead', 'qualified', 'proposal', 'won', 'lost');
 CREATE TABLE deals (id bigint PRIMARY KEY, customer_id bigint, title text, stage deal_stage,
     amount numeric(14,2), closes date, updated_by text);
 """
+ERP_SCHEMA = """
+CREATE TABLE erp.customers (id BIGINT PRIMARY KEY, name VARCHAR(200) NOT NULL, email VARCHAR(200),
+    phone VARCHAR(40), credit_limit DECIMAL(12,2), updated_by VARCHAR(40), updated_at DATETIME(6))
+"""
+ERP_TARGET = """
+CREATE TABLE public.erp_customers (id bigint PRIMARY KEY, name text NOT NULL, email text, phone text,
+    credit_limit numeric(12,2), updated_by text, updated_at timestamp(6));
+"""
+ERP_WORKLOAD = [
+    ("erp-sync loads customers into the ERP",
+     "INSERT INTO erp.customers SELECT seq, CONCAT('Customer ', seq), CONCAT('c', seq, '@example.com'),"
+     " CONCAT('555-', LPAD(seq, 4, '0')), 1000 + seq, 'erp-sync', NOW(6) FROM seq_1_to_400"),
+    ("finance raises credit limits in the ERP",
+     "UPDATE erp.customers SET credit_limit = credit_limit + 500, updated_by = 'finance', updated_at = NOW(6)"
+     " WHERE id % 5 = 0"),
+    ("the ERP archives customers",
+     "DELETE FROM erp.customers WHERE id > 390"),
+]
 WORKLOAD = [
     ("sales-app creates customers",
      "INSERT INTO customers (id, name, email, phone, credit_limit, updated_by)"
@@ -70,8 +91,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cdc-demo-"))
     print(f"cdc demo in {workdir}")
     try:
-        with ThrowawayPostgres() as pg:
-            return run_demo(pg, workdir)
+        with ThrowawayPostgres() as pg, ThrowawayMariaDB() as mariadb:
+            return run_demo(pg, mariadb, workdir)
     finally:
         if args.keep:
             print(f"kept {workdir}")
@@ -79,13 +100,23 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_demo(pg: ThrowawayPostgres, workdir: Path) -> int:
+def _mariadb(mariadb: ThrowawayMariaDB, database: str | None = None) -> pymysql.connections.Connection:
+    return pymysql.connect(host=mariadb.host, port=mariadb.port, user="root", autocommit=True, charset="utf8mb4",
+                           database=database)
+
+
+def run_demo(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB, workdir: Path) -> int:
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE crm")
         conn.execute("CREATE DATABASE warehouse")
     for db in ("crm", "warehouse"):
         with psycopg.connect(pg.dsn(db), autocommit=True) as conn:
             conn.execute(SCHEMA)
+    with psycopg.connect(pg.dsn("warehouse"), autocommit=True) as conn:
+        conn.execute(ERP_TARGET)
+    with _mariadb(mariadb) as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE erp")
+        cur.execute(ERP_SCHEMA)
     config = workdir / "cdc.toml"
     config.write_text(f"""
 state_dir = "{workdir / 'state'}"
@@ -96,6 +127,13 @@ kind = "postgres"
 dsn = "{pg.dsn('crm')}"
 tables = {json.dumps(TABLES)}
 heartbeat_seconds = 2
+
+[[sources]]
+name = "erp"
+kind = "mysql"
+dsn = "{mariadb.dsn('erp')}"
+server_id = 4242
+tables = ["erp.customers"]
 
 [[tables]]
 match = "public.customers"
@@ -117,6 +155,7 @@ path = "{workdir / 'audit.jsonl'}"
 name = "warehouse"
 kind = "postgres"
 dsn = "{pg.dsn('warehouse')}"
+table_map = {{ "erp.customers" = "public.erp_customers" }}
 
 [log]
 level = "warning"
@@ -136,21 +175,34 @@ level = "warning"
     step("check")
     print("\n$ cdc run   (the daemon, in the background)")
     daemon = subprocess.Popen(cdc + ["run"], env=env, cwd=ROOT)
+    try:
+        drive_workload(pg, mariadb)
+        time.sleep(2)
+        daemon.send_signal(signal.SIGTERM)
+        if daemon.wait(timeout=30) != 0:
+            raise SystemExit("demo: the daemon did not stop cleanly")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    step("run", "--drain")
+    step("status")
+    return summarize(pg, mariadb, workdir)
+
+
+def drive_workload(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB) -> None:
     with psycopg.connect(pg.dsn("crm"), autocommit=True) as conn:
         for what, statement in WORKLOAD:
             rows = conn.execute(statement).rowcount
             print(f"  workload: {what} ({rows} rows)")
             time.sleep(0.3)
-    time.sleep(2)
-    daemon.send_signal(signal.SIGTERM)
-    if daemon.wait(timeout=30) != 0:
-        raise SystemExit("demo: the daemon did not stop cleanly")
-    step("run", "--drain")
-    step("status")
-    return summarize(pg, workdir)
+    with _mariadb(mariadb, "erp") as conn, conn.cursor() as cur:
+        for what, statement in ERP_WORKLOAD:
+            rows = cur.execute(statement)
+            print(f"  workload: {what} ({rows} rows)")
+            time.sleep(0.3)
 
 
-def summarize(pg: ThrowawayPostgres, workdir: Path) -> int:
+def summarize(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB, workdir: Path) -> int:
     events = [json.loads(line) for line in (workdir / "audit.jsonl").read_text().splitlines()]
     ops = Counter(event["op"] for event in events)
     print(f"\nevents captured: {len(events)} ({', '.join(f'{n} {op}s' for op, n in sorted(ops.items()))})")
@@ -165,6 +217,14 @@ def summarize(pg: ThrowawayPostgres, workdir: Path) -> int:
             all_equal &= equal
             print(f"{table:18} source {source_rows[0]:5} rows, target {target_rows[0]:5} rows:"
                   f" {'equal' if equal else 'DIFFERENT'}")
+        with _mariadb(mariadb) as conn, conn.cursor() as cur:
+            cur.execute("SELECT * FROM erp.customers ORDER BY id")
+            source = [tuple(row) for row in cur.fetchall()]
+        target = dst.execute("SELECT * FROM public.erp_customers ORDER BY id").fetchall()
+        equal = source == target
+        all_equal &= equal
+        print(f"{'erp.customers':18} source {len(source):5} rows, target {len(target):5} rows:"
+              f" {'equal' if equal else 'DIFFERENT'} (MariaDB -> public.erp_customers)")
     print("\ntarget rows equal to source:", "yes" if all_equal else "NO")
     return 0 if all_equal else 1
 

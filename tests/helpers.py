@@ -125,3 +125,75 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class MysqlCdcSetup(CdcSetup):
+    """A MariaDB source database with a postgres target database and a JSONL target."""
+
+    def __init__(self, mariadb_server, pg_server, tmp_path: Path, schema_sql: list[str], tables: list[str],
+                 target_sql: str = "", extra_config: str = "", targets_toml: str | None = None) -> None:
+        import pymysql
+
+        n = f"{os.getpid()}_{next(_counter)}"
+        self.name = "erp"
+        self.source_db, self.target_db = f"erp_{n}", f"dwh_{n}"
+        self.mariadb = mariadb_server
+        self._pymysql = pymysql
+        with self.mysql() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{self.source_db}`")
+            cur.execute(f"USE `{self.source_db}`")
+            for statement in schema_sql:
+                cur.execute(statement)
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.target_db}"')
+        self.source_dsn = mariadb_server.dsn(self.source_db)
+        self.target_dsn = pg_server.dsn(self.target_db)
+        if target_sql:
+            with psycopg.connect(self.target_dsn, autocommit=True) as conn:
+                conn.execute(target_sql)
+        self.tmp_path = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.jsonl = tmp_path / "audit.jsonl"
+        self.config = tmp_path / "cdc.toml"
+        qualified = ", ".join(json.dumps(f"{self.source_db}.{t}") for t in tables)
+        table_map = ", ".join(f'"{self.source_db}.{t}" = "public.{t}"' for t in tables)
+        if targets_toml is None:
+            targets_toml = f"""
+[[targets]]
+name = "dwh"
+kind = "postgres"
+dsn = "{self.target_dsn}"
+table_map = {{ {table_map} }}
+"""
+        self.config.write_text(f"""
+state_dir = "{self.state_dir}"
+
+[[sources]]
+name = "{self.name}"
+kind = "mysql"
+dsn = "{self.source_dsn}"
+server_id = {5000 + next(_counter)}
+tables = [{qualified}]
+
+[[targets]]
+name = "audit"
+kind = "jsonl"
+path = "{self.jsonl}"
+{targets_toml}
+[pipeline]
+flush_interval_seconds = 0.2
+
+[retry]
+initial_seconds = 0.2
+max_seconds = 2
+{extra_config}
+""")
+
+    def mysql(self, database: str | None = None):
+        return self._pymysql.connect(host=self.mariadb.host, port=self.mariadb.port, user="root", autocommit=True,
+                                     charset="utf8mb4", database=database)
+
+    def execute(self, *statements: str) -> None:
+        with self.mysql(self.source_db) as conn, conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)

@@ -54,5 +54,9 @@ def make_source(settings, store=None) -> Source:
         from cdc.sources.postgres import PostgresSource
 
         return PostgresSource(settings)
+    if settings.kind == "mysql":
+        from cdc.sources.mysql import MysqlSource
+
+        return MysqlSource(settings)
     raise SourceError(f"source {settings.name}: the {settings.kind} source is not available in this version",
                       fatal=True)

@@ -15,7 +15,15 @@ from cdc.state.store import Position, StateStore
 
 
 class TargetError(Exception):
-    """A target cannot be reached or refused a change; the message names the target."""
+    """A target cannot be reached or refused a change; the message names the target.
+
+    ``fatal`` marks a problem that retrying cannot cure (a missing table or column, a value
+    the target cannot store): the daemon stops instead of retrying.
+    """
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class Target(Protocol):

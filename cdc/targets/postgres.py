@@ -4,13 +4,15 @@ Every batch runs in one transaction that also records, in ``position_table``
 (default ``cdc.applied_positions``), the last applied position per source; a crash
 therefore leaves either the whole batch with its position or neither. Values from a
 PostgreSQL source travel in their text form, untouched, and the server casts them to the
-target column's type. Target tables must exist with a primary key or unique index on the
-key columns; ``table_map`` and ``column_map`` rename tables and columns.
+target column's type. Events without that text form (from a MySQL source) carry the
+values of their JSON document, converted by the target column's type
+(``cdc.targets.convert``: base64 to bytea, JSON to json text, lists to arrays...), read
+once per table from information_schema. Target tables must exist with a primary key or
+unique index on the key columns; ``table_map`` and ``column_map`` rename tables and columns.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,8 @@ from cdc.config import TargetSettings
 from cdc.model import StoredEvent
 from cdc.state.store import Position
 from cdc.targets import TargetError
+from cdc.targets.convert import (ConversionError, Converter, column_converter, convert_row, load_doc,
+                                 postgres_family)
 from cdc.dsn import connect_kwargs, redact_dsn
 
 
@@ -39,6 +43,7 @@ class PostgresTarget:
         self._positions: dict[str, Position] = {}
         self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self._statements: dict[tuple, sql.Composed] = {}
+        self._converters: dict[str, dict[str, Converter]] = {}  # target table -> column -> converter
         schema, table = settings.position_table.split(".", 1)
         self._position_table = sql.Identifier(schema, table)
         self._position_schema = sql.Identifier(schema)
@@ -94,13 +99,15 @@ class PostgresTarget:
                 ).format(self._position_table), (self.name, source, last.txn_key, last.seq, last.event_id))
         except psycopg.Error as exc:
             raise TargetError(f"target {self.name}: {_one_line(exc)}") from None
+        except ConversionError as exc:
+            raise TargetError(f"target {self.name}: {exc}", fatal=True) from None
         self._positions[source] = (last.txn_key, last.seq)
 
     def _actions(self, event: StoredEvent) -> list[_Action]:
         table, columns = self._table(event.source, event.schema, event.table)
         if event.op == "truncate":
             return [_Action(sql.SQL("TRUNCATE {}").format(_identifier(table)), ())]
-        key, after = _images(event)
+        key, after = self._images(event, table, columns)
         actions = []
         old_key = key
         new_key = {column: after[column] for column in key} if after is not None else None
@@ -139,6 +146,42 @@ class PostgresTarget:
                 sql.SQL(", ").join(keys), conflict)
         return _Action(statement, tuple(after.values()))
 
+    def _images(self, event: StoredEvent, table: str,
+                columns: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The key (of the row as it was) and the after image to write.
+
+        The source's text form when it has one; else the JSON document's values converted
+        by the target columns' types.
+        """
+        if event.native is not None and event.native.get("key") is not None:
+            return event.native["key"], event.native["after"]
+        doc = load_doc(event.json)
+        before, after = doc["before"], doc["after"]
+        key = doc["key"]
+        if before is not None and all(name in before for name in key):
+            key = {name: before[name] for name in key}  # the key may change in an update
+        converters = self._column_converters(table)
+        by_source = {name: converters.get(columns.get(name, name), _TEXT) for name in [*key, *(after or ())]}
+        try:
+            key = convert_row(key, by_source)
+            if after is not None:
+                after = convert_row(after, by_source)
+        except ConversionError as exc:
+            raise ConversionError(f"table {table}: event {event.event_id}: {exc}") from None
+        return key, after
+
+    def _column_converters(self, table: str) -> dict[str, Converter]:
+        found = self._converters.get(table)
+        if found is None:
+            assert self._conn is not None
+            schema, name = table.split(".", 1)
+            rows = self._conn.execute(
+                "SELECT column_name, udt_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = %s", (schema, name)).fetchall()
+            found = self._converters[table] = {column: column_converter(postgres_family(udt))
+                                               for column, udt in rows}
+        return found
+
     def _table(self, source: str, schema: str, table: str) -> tuple[str, dict[str, str]]:
         cache_key = (source, schema, table)
         found = self._tables.get(cache_key)
@@ -152,20 +195,11 @@ class PostgresTarget:
         return found
 
 
+_TEXT = column_converter("text")  # a column the target lacks: the INSERT will say so
+
+
 def _identifier(qualified: str) -> sql.Identifier:
     return sql.Identifier(*qualified.split(".", 1))
-
-
-def _images(event: StoredEvent) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The key and the after image to write: the source's text form when it has one."""
-    if event.native is not None and event.native.get("key") is not None:
-        return event.native["key"], event.native["after"]
-    doc = json.loads(event.json)
-    after = doc["after"]
-    if after is not None:
-        after = {name: json.dumps(value) if isinstance(value, (dict, list)) else value
-                 for name, value in after.items()}
-    return event.key, after
 
 
 def _runs(actions: list[_Action]):

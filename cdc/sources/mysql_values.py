@@ -1,0 +1,84 @@
+"""Values read by mysql-replication turned into cdc's Python values (pure, no I/O).
+
+The library hands out TIMESTAMP as a naive UTC datetime, BIT as a string of bits, SET as a
+Python set (``None`` when empty), TIME as a timedelta, and MariaDB's JSON (a LONGTEXT
+with a ``json_valid`` check) as plain text; these are made exact and unambiguous here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+from typing import Any, Callable
+
+from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
+
+from cdc.values import RawJson, Verbatim
+
+
+_DAY = timedelta(days=1)
+
+
+def _timestamp(value: Any) -> Any:
+    return value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value
+
+
+def _bit(value: Any) -> Any:
+    return int(value, 2) if isinstance(value, str) else value
+
+
+def _set(value: Any) -> Any:
+    return sorted(value) if isinstance(value, (set, frozenset)) else value
+
+
+def _time(value: Any) -> Any:
+    if not isinstance(value, timedelta):
+        return value
+    if timedelta(0) <= value < _DAY:
+        seconds = value.seconds
+        return time(seconds // 3600, seconds // 60 % 60, seconds % 60, value.microseconds)
+    sign = "-" if value < timedelta(0) else ""
+    value = abs(value)
+    hours, rest = divmod(int(value.total_seconds()), 3600)
+    text = f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return Verbatim(f"{text}.{value.microseconds:06d}" if value.microseconds else text)
+
+
+def _json_text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    return RawJson(value) if isinstance(value, str) else value
+
+
+_BY_TYPE: dict[int, Callable[[Any], Any]] = {
+    FIELD_TYPE.TIMESTAMP: _timestamp,
+    FIELD_TYPE.TIMESTAMP2: _timestamp,
+    FIELD_TYPE.BIT: _bit,
+    FIELD_TYPE.SET: _set,
+    FIELD_TYPE.TIME: _time,
+    FIELD_TYPE.TIME2: _time,
+}
+
+
+def column_converters(columns: list[Any], json_columns: set[str]) -> dict[str, Callable[[Any], Any]]:
+    """For each column (mysql-replication ``Column`` objects) that needs it, its converter."""
+    converters = {}
+    for column in columns:
+        if column.name in json_columns:
+            converters[column.name] = _json_text
+        elif column.type in _BY_TYPE:
+            converters[column.name] = _BY_TYPE[column.type]
+    return converters
+
+
+def convert_row(values: dict[str, Any], none_sources: dict[str, str] | None,
+                converters: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """A row image with every value in cdc's form; an empty SET is ``[]``, not NULL."""
+    row = dict(values)
+    for name, convert in converters.items():
+        value = row.get(name)
+        if value is None:
+            if none_sources and none_sources.get(name) == NONE_SOURCE.EMPTY_SET:
+                row[name] = []
+        else:
+            row[name] = convert(value)
+    return row
