@@ -93,18 +93,21 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
         else:
             with _connect_source(settings, source) as conn:
                 problems = pg_admin.check(conn, source)
-        report += [{"source": source.name, "problem": p.what, "fix": p.fix} for p in problems]
+        report += [{"source": source.name, "problem": p.what, "fix": p.fix, "severity": p.severity}
+                   for p in problems]
     report += _check_state_dir(settings)
     report += _check_targets(settings)
+    errors = [item for item in report if item.get("severity", "error") == "error"]
     if args.json:
-        print(json.dumps({"ok": not report, "problems": report}, indent=2))
+        print(json.dumps({"ok": not errors, "problems": report}, indent=2))
     elif report:
         for item in report:
-            print(f"PROBLEM [{item['source']}] {item['problem']}\n    fix: {item['fix']}")
-        print(f"{len(report)} problem(s) found")
+            label = "WARNING" if item.get("severity") == "warning" else "PROBLEM"
+            print(f"{label} [{item['source']}] {item['problem']}\n    fix: {item['fix']}")
+        print(f"{len(errors)} problem(s), {len(report) - len(errors)} warning(s) found")
     else:
         print("all checks passed")
-    return 1 if report else 0
+    return 1 if errors else 0
 
 
 def _check_state_dir(settings: Settings) -> list[dict[str, str]]:

@@ -272,7 +272,7 @@ def purge_to(server: ThrowawayMariaDB, file: str) -> None:
     raise AssertionError(f"the binlogs before {file} were not purged")
 
 
-def replace_what(problem: WarningProblem, old: str, new: str) -> WarningProblem:
+def replace_what(problem: Problem, old: str, new: str) -> Problem:
     return WarningProblem(problem.what.replace(old, new), problem.fix)
 
 

@@ -142,3 +142,49 @@ def test_position_keeps_up_while_captured_tables_are_idle(erp):
 def _acked(erp: MysqlCdcSetup) -> str | None:
     status = json.loads(erp.cdc("status", "--json").stdout)
     return status["sources"][0]["acked"]
+
+
+def test_purged_position_is_fatal_and_clear(pg_server, tmp_path):
+    from cdc.devservers import ThrowawayMariaDB
+
+    with ThrowawayMariaDB() as server:
+        erp = MysqlCdcSetup(server, pg_server, tmp_path, SCHEMA, ["customers"], target_sql=TARGET)
+        erp.setup()
+        erp.execute("INSERT INTO customers VALUES (1, 'a', 0)")
+        erp.drain()
+        with erp.mysql() as conn, conn.cursor() as cur:
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute(f"INSERT INTO `{erp.source_db}`.customers VALUES (2, 'lost while cdc was stopped', 0)")
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute("SHOW BINARY LOGS")
+            newest = cur.fetchall()[-1][0]
+            for _ in range(100):  # MariaDB keeps a file until its binlog checkpoint is written
+                cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+                cur.execute("SHOW BINARY LOGS")
+                if cur.fetchall()[0][0] == newest:
+                    break
+                time.sleep(0.1)
+        result = erp.cdc("run", "--drain")
+        assert result.returncode == 3
+        message = json.loads(result.stdout.strip().splitlines()[-1])["msg"]
+        assert "has been purged from the binlog: changes were lost; load the tables again with 'cdc snapshot'" \
+            in message
+        checked = erp.cdc("check")
+        assert checked.returncode == 1 and "purged" in checked.stdout
+    assert [e["key"] for e in erp.events()] == [{"id": 1}]
+
+
+def test_check_and_setup_through_the_command_line(erp):
+    checked = erp.cdc("check")
+    assert checked.returncode == 0 and checked.stdout.strip() == "all checks passed", checked.stdout
+    again = erp.cdc("setup")
+    assert again.returncode == 0 and "nothing to do: streaming resumes at" in again.stdout
+    erp.execute("CREATE TABLE notes (body TEXT)")
+    erp.config.write_text(erp.config.read_text().replace(f'"{erp.source_db}.customers"]',
+                                                         f'"{erp.source_db}.customers", "{erp.source_db}.notes"]'))
+    checked = erp.cdc("check", "--json")
+    assert checked.returncode == 1
+    problems = json.loads(checked.stdout)["problems"]
+    assert [p["problem"] for p in problems] == [
+        f"table {erp.source_db}.notes has no primary key: events and targets are keyed by it"]
+    assert problems[0]["fix"].startswith(f"ALTER TABLE `{erp.source_db}`.`notes` ADD PRIMARY KEY")

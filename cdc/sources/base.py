@@ -12,10 +12,15 @@ SourceItem = TxnBegin | RowChange | TxnCommit | Idle
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A preflight problem (``cdc check``) and the statement or setting that fixes it."""
+    """A preflight problem (``cdc check``) and the statement or setting that fixes it.
+
+    A ``warning`` does not stop cdc yet (a stored position close to being purged); an
+    ``error`` does.
+    """
 
     what: str
     fix: str
+    severity: str = "error"
 
 
 class SourceError(Exception):

@@ -35,11 +35,9 @@ _OBJECT = re.compile(rf"^(?:(?P<routine>FUNCTION|PROCEDURE|PACKAGE(?:\s+BODY)?)\
                      rf"(?P<db>{_IDENT})(?:\.(?P<table>{_IDENT}))?\s+TO\s", re.I)
 
 
-@dataclass(frozen=True, slots=True)
-class WarningProblem(Problem):
+def WarningProblem(what: str, fix: str) -> Problem:  # noqa: N802 - reads like the class it makes
     """A problem that does not stop cdc yet (the stored position is close to being purged)."""
-
-    severity: str = "warning"
+    return Problem(what, fix, severity="warning")
 
 
 @dataclass(frozen=True, slots=True)
