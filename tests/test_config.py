@@ -14,10 +14,11 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "cdc.toml"
 
 def test_documented_example_parses():
     settings = load_settings(EXAMPLE, environ={})
-    assert [s.name for s in settings.sources] == ["crm"]
+    assert [(s.name, s.kind) for s in settings.sources] == [("crm", "postgres"), ("erp", "mysql")]
+    assert settings.sources[1].server_id == 4242
     assert settings.sources[0].slot_name == "cdc_crm"
     assert settings.table_settings("crm", "public", "customers").writer_column == "updated_by"
-    assert settings.targets[1].table_map == {"public.customers": "crm_mirror.customers"}
+    assert settings.targets[1].table_map["erp.customers"] == "crm_mirror.erp_customers"
 
 
 def test_environment_overrides_by_name_index_and_nesting(tmp_path):
@@ -33,8 +34,8 @@ def test_environment_overrides_by_name_index_and_nesting(tmp_path):
     assert str(settings.targets[0].path) == "/tmp/elsewhere.jsonl"
     assert settings.conflicts.window_seconds == 60
     assert settings.state_dir == tmp_path
-    with pytest.raises(ConfigError, match="CDC_SOURCES__ERP__DSN: no list item named or numbered 'erp'"):
-        load_settings(EXAMPLE, environ={"CDC_SOURCES__ERP__DSN": "x"})
+    with pytest.raises(ConfigError, match="CDC_SOURCES__BILLING__DSN: no list item named or numbered 'billing'"):
+        load_settings(EXAMPLE, environ={"CDC_SOURCES__BILLING__DSN": "x"})
 
 
 def test_secrets_from_env_and_files_are_never_shown(tmp_path):
