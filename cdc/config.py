@@ -129,6 +129,16 @@ class TargetSettings(_Section):
     def _valid_name(cls, value: str) -> str:
         return SourceSettings._valid_name(value)
 
+    def mapped_table(self, source: str, schema: str, table: str) -> str:
+        """The target's "schema.table" for a source table (``table_map``; default: the same)."""
+        qualified = f"{schema}.{table}"
+        return self.table_map.get(f"{source}:{qualified}") or self.table_map.get(qualified) or qualified
+
+    def mapped_columns(self, source: str, schema: str, table: str) -> dict[str, str]:
+        """Source column -> target column renames for a source table (``column_map``)."""
+        qualified = f"{schema}.{table}"
+        return self.column_map.get(f"{source}:{qualified}") or self.column_map.get(qualified) or {}
+
     @model_validator(mode="after")
     def _kind_needs(self) -> "TargetSettings":
         if self.kind == "jsonl" and self.path is None:

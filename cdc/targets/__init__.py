@@ -7,7 +7,8 @@ the pipeline resumes each target exactly after what it holds.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, Protocol
 
 from cdc.config import TargetSettings
 from cdc.model import StoredEvent
@@ -39,6 +40,22 @@ class Target(Protocol):
     def checkpoint(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def consecutive_runs(actions: Iterable[tuple[Hashable, tuple[Any, ...]]]
+                     ) -> Iterator[tuple[Any, list[tuple[Any, ...]]]]:
+    """Consecutive (statement, params) actions with the same statement, as (statement, [params...]),
+    so that each run goes to the database in one ``executemany`` and the order is kept."""
+    run: list[tuple[Any, ...]] = []
+    current: Any = None
+    for statement, params in actions:
+        if run and statement != current:
+            yield current, run
+            run = []
+        current = statement
+        run.append(params)
+    if run:
+        yield current, run
 
 
 def make_target(settings: TargetSettings, store: StateStore) -> Target:

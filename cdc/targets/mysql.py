@@ -18,7 +18,6 @@ NO_BACKSLASH_ESCAPES, which would break the driver's quoting.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,7 @@ from cdc.config import TargetSettings
 from cdc.dsn import mysql_params, redact_dsn
 from cdc.model import StoredEvent
 from cdc.state.store import Position
-from cdc.targets import TargetError
+from cdc.targets import TargetError, consecutive_runs
 from cdc.targets.convert import ConversionError, Converter, column_converter, convert_row, load_doc, mysql_family
 
 _SESSION = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
@@ -115,7 +114,7 @@ class MysqlTarget:
         try:
             actions = [action for event in events for action in self._actions(event)]
             with self._conn.cursor() as cur:
-                for statement, params in _runs(actions):
+                for statement, params in consecutive_runs(actions):
                     cur.executemany(statement, params)
                 cur.execute(
                     f"INSERT INTO {self._position_table} (target, source, txn_key, seq, event_id)"
@@ -197,10 +196,8 @@ class MysqlTarget:
         found = self._tables.get(cache_key)
         if found is None:
             qualified = f"{schema}.{table}"
-            mapped = (self._settings.table_map.get(f"{source}:{qualified}")
-                      or self._settings.table_map.get(qualified) or qualified)
-            column_map = (self._settings.column_map.get(f"{source}:{qualified}")
-                          or self._settings.column_map.get(qualified) or {})
+            mapped = self._settings.mapped_table(source, schema, table)
+            column_map = self._settings.mapped_columns(source, schema, table)
             database, name = mapped.split(".", 1)
             families = self._families(database, name)
             if not families:
@@ -244,20 +241,6 @@ class MysqlTarget:
 def quote(identifier: str) -> str:
     """A backtick-quoted identifier for statements run with parameters (``%`` doubled for pymysql)."""
     return "`" + identifier.replace("`", "``").replace("%", "%%") + "`"
-
-
-def _runs(actions: list[tuple[str, tuple[Any, ...]]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    """Consecutive actions with the same statement, as (statement, [params...])."""
-    run: list[tuple[Any, ...]] = []
-    current = ""
-    for statement, params in actions:
-        if statement != current and run:
-            yield current, run
-            run = []
-        current = statement
-        run.append(params)
-    if run:
-        yield current, run
 
 
 def _error(where: str, exc: pymysql.MySQLError) -> TargetError:

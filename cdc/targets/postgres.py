@@ -22,7 +22,7 @@ from psycopg import sql
 from cdc.config import TargetSettings
 from cdc.model import StoredEvent
 from cdc.state.store import Position
-from cdc.targets import TargetError
+from cdc.targets import TargetError, consecutive_runs
 from cdc.targets.convert import (ConversionError, Converter, column_converter, convert_row, load_doc,
                                  postgres_family)
 from cdc.dsn import connect_kwargs, redact_dsn
@@ -90,7 +90,7 @@ class PostgresTarget:
         try:
             actions = [action for event in events for action in self._actions(event)]
             with self._conn.transaction(), self._conn.cursor() as cur:
-                for statement, params in _runs(actions):
+                for statement, params in consecutive_runs((a.statement, a.params) for a in actions):
                     cur.executemany(statement, params)
                 cur.execute(sql.SQL(
                     "INSERT INTO {} (target, source, txn_key, seq, event_id) VALUES (%s, %s, %s, %s, %s)"
@@ -186,12 +186,8 @@ class PostgresTarget:
         cache_key = (source, schema, table)
         found = self._tables.get(cache_key)
         if found is None:
-            qualified = f"{schema}.{table}"
-            mapped = (self._settings.table_map.get(f"{source}:{qualified}")
-                      or self._settings.table_map.get(qualified) or qualified)
-            columns = (self._settings.column_map.get(f"{source}:{qualified}")
-                       or self._settings.column_map.get(qualified) or {})
-            found = self._tables[cache_key] = (mapped, columns)
+            found = self._tables[cache_key] = (self._settings.mapped_table(source, schema, table),
+                                               self._settings.mapped_columns(source, schema, table))
         return found
 
 
@@ -200,20 +196,6 @@ _TEXT = column_converter("text")  # a column the target lacks: the INSERT will s
 
 def _identifier(qualified: str) -> sql.Identifier:
     return sql.Identifier(*qualified.split(".", 1))
-
-
-def _runs(actions: list[_Action]):
-    """Consecutive actions with the same statement, as (statement, [params...])."""
-    run: list[tuple[Any, ...]] = []
-    current = None
-    for action in actions:
-        if action.statement is not current and run:
-            yield current, run
-            run = []
-        current = action.statement
-        run.append(action.params)
-    if run:
-        yield current, run
 
 
 def _one_line(exc: BaseException) -> str:
