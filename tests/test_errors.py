@@ -145,3 +145,13 @@ def test_setup_is_idempotent_and_prints_sql(pg_server, tmp_path):
     assert crm.cdc("check").stdout.strip() == "all checks passed"
     again = crm.cdc("setup")
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_missing_target_table_stops_the_daemon_with_a_clear_message(pg_server, tmp_path):
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"], target_sql="SELECT 1")
+    crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers VALUES (1, 'a')")
+    result = crm.cdc("run", "--drain")
+    assert result.returncode == 3
+    assert 'target dwh: relation "public.customers" does not exist' in _error_message(result.stdout)

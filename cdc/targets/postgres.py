@@ -97,8 +97,10 @@ class PostgresTarget:
                     " ON CONFLICT (target, source) DO UPDATE SET txn_key = EXCLUDED.txn_key,"
                     " seq = EXCLUDED.seq, event_id = EXCLUDED.event_id, applied_at = now()"
                 ).format(self._position_table), (self.name, source, last.txn_key, last.seq, last.event_id))
-        except psycopg.Error as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise TargetError(f"target {self.name}: {_one_line(exc)}") from None
+        except psycopg.Error as exc:  # the data or the target's tables are wrong: retrying cannot help
+            raise TargetError(f"target {self.name}: {_one_line(exc)}", fatal=True) from None
         except ConversionError as exc:
             raise TargetError(f"target {self.name}: {exc}", fatal=True) from None
         self._positions[source] = (last.txn_key, last.seq)
