@@ -56,13 +56,10 @@ Exit status 0 on success, 1 on any failure (with the reason on stderr).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,13 +67,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent
+PROJECT = SCRIPTS.parent
 sys.path.insert(0, str(PROJECT))
+sys.path.insert(0, str(SCRIPTS))
 
 import psycopg  # noqa: E402
 import pymysql  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+import benchlib  # noqa: E402
+from benchlib import BenchError, Measurement, progress, require_success  # noqa: E402
 from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
 
 TABLE = "customers"
@@ -141,21 +142,6 @@ print(rows)
 """
 
 
-class BenchError(Exception):
-    """The benchmark could not run or a reader produced a wrong result."""
-
-
-@dataclass(frozen=True)
-class Measurement:
-    reader: str
-    rows: int
-    seconds: float
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float("inf")
-
-
 @dataclass(frozen=True)
 class BinlogPoint:
     """A place in the binlog: file/pos and the GTID position of the last transaction before it."""
@@ -203,45 +189,11 @@ def create_round(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workd
 
 def write_config(bench: Round) -> None:
     qualified = f"{bench.source_db}.{TABLE}"
-    bench.config.write_text(f"""\
-state_dir = {json.dumps(str(bench.workdir / "state"))}
-
-[[sources]]
-name = "crm"
-kind = "mysql"
-dsn = {json.dumps(bench.source_dsn)}
-server_id = {bench.server_id}
-tables = [{json.dumps(qualified)}]
-
-[[targets]]
-name = "dwh"
-kind = "postgres"
-dsn = {json.dumps(bench.target_dsn)}
-table_map = {{ {json.dumps(qualified)} = {json.dumps(TARGET_TABLE)} }}
-
-[log]
-level = "warning"
-""", encoding="utf-8")
-
-
-def cdc_env(bench: Round) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
-    env.update(CDC_CONFIG=str(bench.config), PYTHONPATH=str(PROJECT))
-    return env
-
-
-def run_cdc(bench: Round, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run([sys.executable, "-m", "cdc", *args], env=cdc_env(bench), cwd=PROJECT,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"cdc {' '.join(args)} did not finish within {timeout:.0f}s") from None
-
-
-def require_success(what: str, result: subprocess.CompletedProcess[str]) -> None:
-    if result.returncode != 0:
-        output = (result.stdout[-3000:] + result.stderr[-3000:]).strip() or "(no output)"
-        raise BenchError(f"{what} exited with code {result.returncode}:\n{output}")
+    benchlib.write_cdc_config(
+        bench.config, bench.workdir / "state",
+        source={"name": "crm", "kind": "mysql", "dsn": bench.source_dsn, "server_id": bench.server_id,
+                "tables": [qualified]},
+        target={"name": "dwh", "kind": "postgres", "dsn": bench.target_dsn, "table_map": {qualified: TARGET_TABLE}})
 
 
 def binlog_point(mdb: ThrowawayMariaDB) -> BinlogPoint:
@@ -257,7 +209,7 @@ def binlog_point(mdb: ThrowawayMariaDB) -> BinlogPoint:
 
 def setup_cdc(mdb: ThrowawayMariaDB, bench: Round) -> BinlogPoint:
     """``cdc setup`` (records where streaming starts); the binlog point it recorded."""
-    result = run_cdc(bench, "setup", timeout=60)
+    result = benchlib.run_cdc(bench.config, "setup", timeout=60)
     require_success("cdc setup", result)
     start = binlog_point(mdb)
     recorded = re.search(r"binlog position (\S+)", result.stdout)
@@ -346,15 +298,6 @@ def measure_bare(mdb: ThrowawayMariaDB, bench: Round, rows: int, start: BinlogPo
     return Measurement("bare", rows, seconds)
 
 
-def measure_cdc(mdb: ThrowawayMariaDB, bench: Round, rows: int, timeout: float) -> Measurement:
-    started = time.perf_counter()
-    result = run_cdc(bench, "run", "--drain", timeout=timeout)
-    seconds = time.perf_counter() - started
-    require_success("cdc run --drain", result)
-    verify_target(mdb, bench, rows)
-    return Measurement("cdc", rows, seconds)
-
-
 def row_digest(rows) -> tuple[int, str]:
     """Count and md5 of rows, each written as tab-separated values (NULL as \\N)."""
     digest, count = hashlib.md5(), 0
@@ -373,16 +316,11 @@ def verify_target(mdb: ThrowawayMariaDB, bench: Round, rows: int) -> None:
     query = f"SELECT {COLUMNS} FROM {{}} ORDER BY id"
     with mysql_connect(mdb, bench.source_db, cursorclass=pymysql.cursors.SSCursor) as conn, conn.cursor() as cur:
         cur.execute(query.format(TABLE))
-        source_count, source_sum = row_digest(_batches(cur))
+        source = row_digest(_batches(cur))
     with psycopg.connect(bench.target_dsn) as conn, conn.cursor(name="bench_rows") as cur:
         cur.execute(query.format(TARGET_TABLE))
-        target_count, target_sum = row_digest(_batches(cur))
-    if source_count != rows:
-        raise BenchError(f"the source holds {source_count} rows, expected {rows}")
-    if target_count != source_count:
-        raise BenchError(f"cdc left {target_count} rows in the target, the source holds {source_count}")
-    if target_sum != source_sum:
-        raise BenchError("the target's rows differ from the source's (same count, different checksum)")
+        target = row_digest(_batches(cur))
+    benchlib.check_copy(rows, source, target)
 
 
 def run_round(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int,
@@ -394,35 +332,21 @@ def run_round(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workdir:
     size = range_bytes(mdb, start, end)
     progress(f"round {index}: wrote {rows} rows in {time.perf_counter() - started:.1f}s, {size / 1e6:.1f} MB of"
              f" binlog ({start.file}:{start.pos} .. {end.file}:{end.pos}, GTID {start.gtid} .. {end.gtid})")
-    results: dict[str, Measurement] = {}
-    for reader in (READERS if index % 2 == 1 else tuple(reversed(READERS))):
-        if reader == "mariadb-binlog":
-            results[reader] = measure_mariadb_binlog(mdb, rows, start, end, timeout)
-        elif reader == "bare":
-            results[reader] = measure_bare(mdb, bench, rows, start, end, timeout)
-        else:
-            results[reader] = measure_cdc(mdb, bench, rows, timeout)
-        m = results[reader]
-        progress(f"round {index}: {reader:14} {m.seconds:7.2f}s {m.rows_per_second:10,.0f} rows/s")
+    results = benchlib.measure_readers(index, {
+        "mariadb-binlog": lambda: measure_mariadb_binlog(mdb, rows, start, end, timeout),
+        "bare": lambda: measure_bare(mdb, bench, rows, start, end, timeout),
+        "cdc": lambda: benchlib.measure_cdc(bench.config, rows, timeout, lambda: verify_target(mdb, bench, rows)),
+    })
     binlog = {"start": asdict(start), "end": asdict(end), "bytes": size}
     return results, binlog
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- reporting ----------------------------------------------------------------------------
 
 def summarize(rounds: list[tuple[dict[str, Measurement], dict]], rows: int, batch: int,
               versions: dict[str, str]) -> dict:
-    summary: dict = {"rows": rows, "batch": batch, **versions, "rounds": []}
-    for results, binlog in rounds:
-        summary["rounds"].append({"binlog": binlog, **{name: {**asdict(m), "rows_per_second": m.rows_per_second}
-                                                       for name, m in results.items()}})
-    for reader in READERS:
-        seconds = statistics.median(results[reader].seconds for results, _ in rounds)
-        summary[reader] = {"seconds": seconds, "rows_per_second": rows / seconds}
+    summary = benchlib.summarize([results for results, _ in rounds], READERS, rows, batch, versions,
+                                 extras=[{"binlog": binlog} for _, binlog in rounds])
     cdc_rate = summary["cdc"]["rows_per_second"]
     summary["ratio"] = {"cdc/bare": cdc_rate / summary["bare"]["rows_per_second"],
                         "cdc/mariadb-binlog": cdc_rate / summary["mariadb-binlog"]["rows_per_second"]}
@@ -430,13 +354,7 @@ def summarize(rounds: list[tuple[dict[str, Measurement], dict]], rows: int, batc
 
 
 def print_report(summary: dict) -> None:
-    rounds = len(summary["rounds"])
-    print(f"MariaDB {summary['mariadb']} -> PostgreSQL {summary['postgres']}: {summary['rows']:,} inserted rows,"
-          f" {summary['batch']:,} per transaction" + (f", median of {rounds} rounds" if rounds > 1 else ""))
-    print(f"{'reader':<16} {'rows':>10} {'seconds':>9} {'rows/s':>11}")
-    for reader in READERS:
-        m = summary[reader]
-        print(f"{LABELS[reader]:<16} {summary['rows']:>10,} {m['seconds']:>9.2f} {m['rows_per_second']:>11,.0f}")
+    benchlib.print_table(summary, f"MariaDB {summary['mariadb']} -> PostgreSQL {summary['postgres']}", LABELS)
     for other, what in (("bare", "the bare pymysqlreplication reader's rate"),
                         ("mariadb-binlog", "mariadb-binlog's raw read rate")):
         ratio = summary["ratio"][f"cdc/{other}"]
@@ -453,38 +371,21 @@ def server_versions(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres) -> dict[str, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000, help="rows to insert (default 100000)")
-    parser.add_argument("--batch", type=int, default=1_000, help="rows per source transaction (default 1000)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="measure this often, fresh databases and cdc state each time (default 2)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds each reader may take (default 600)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    if args.rows < 1 or args.batch < 1 or args.rounds < 1:
-        parser.error("--rows, --batch and --rounds must be at least 1")
-    try:
+    args = benchlib.parse_args(argv, __doc__, fresh="databases and cdc state")
+
+    def measure() -> tuple[dict[str, str], list[tuple[dict[str, Measurement], dict]]]:
         mariadb_binlog()
         with (tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp, ThrowawayMariaDB() as mdb,
               ThrowawayPostgres() as pg):
             versions = server_versions(mdb, pg)
-            rounds = []
-            for index in range(1, args.rounds + 1):
-                workdir = Path(tmp) / f"round{index}"
-                workdir.mkdir()
-                rounds.append(run_round(mdb, pg, index, workdir, args.rows, args.batch, args.timeout))
-    except (BenchError, psycopg.Error, pymysql.Error, RuntimeError, OSError) as exc:
-        print(f"bench_mysql: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench_mysql: interrupted", file=sys.stderr)
-        return 130
-    summary = summarize(rounds, args.rows, args.batch, versions)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
-    return 0
+            rounds = [run_round(mdb, pg, index, workdir, args.rows, args.batch, args.timeout)
+                      for index, workdir in benchlib.round_workdirs(tmp, args.rounds)]
+        return versions, rounds
+
+    return benchlib.run_main("bench_mysql", args, measure,
+                             (BenchError, psycopg.Error, pymysql.Error, RuntimeError, OSError),
+                             lambda measured: summarize(measured[1], args.rows, args.batch, measured[0]),
+                             print_report)
 
 
 if __name__ == "__main__":

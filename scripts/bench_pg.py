@@ -40,28 +40,31 @@ Exit status 0 on success, 1 on any failure (with the reason on stderr).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent
+PROJECT = SCRIPTS.parent
 sys.path.insert(0, str(PROJECT))
+sys.path.insert(0, str(SCRIPTS))
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+import benchlib  # noqa: E402
+from benchlib import BenchError, Measurement, progress, require_success  # noqa: E402
 from cdc.devservers import ThrowawayPostgres  # noqa: E402
 
 TABLE = "public.customers"
 RAW_SLOT = "bench_raw"
+READERS = ("raw", "cdc")
+LABELS = {"raw": "pg_recvlogical", "cdc": "cdc run --drain"}
 TABLE_DDL = """
 CREATE TABLE public.customers (
     id bigint PRIMARY KEY,
@@ -81,21 +84,6 @@ SELECT i, 'Customer ' || i, 'customer' || i || '@example.com', '+1-555-' || lpad
 FROM generate_series(%s::bigint, %s::bigint) AS i
 """
 CHECKSUM = "SELECT count(*), md5(coalesce(string_agg(c::text, E'\\n' ORDER BY id), '')) FROM public.customers c"
-
-
-class BenchError(Exception):
-    """The benchmark could not run or a reader produced a wrong result."""
-
-
-@dataclass(frozen=True)
-class Measurement:
-    reader: str
-    rows: int
-    seconds: float
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
 @dataclass(frozen=True)
@@ -130,49 +118,15 @@ def create_round(pg: ThrowawayPostgres, index: int, workdir: Path) -> Round:
 
 
 def write_config(bench: Round) -> None:
-    bench.config.write_text(f"""\
-state_dir = {json.dumps(str(bench.workdir / "state"))}
-
-[[sources]]
-name = "crm"
-kind = "postgres"
-dsn = {json.dumps(bench.source_dsn)}
-tables = [{json.dumps(TABLE)}]
-slot = "{bench.slot}"
-publication = "{bench.publication}"
-
-[[targets]]
-name = "dwh"
-kind = "postgres"
-dsn = {json.dumps(bench.target_dsn)}
-
-[log]
-level = "warning"
-""", encoding="utf-8")
-
-
-def cdc_env(bench: Round) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
-    env.update(CDC_CONFIG=str(bench.config), PYTHONPATH=str(PROJECT))
-    return env
-
-
-def run_cdc(bench: Round, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run([sys.executable, "-m", "cdc", *args], env=cdc_env(bench), cwd=PROJECT,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"cdc {' '.join(args)} did not finish within {timeout:.0f}s") from None
-
-
-def require_success(what: str, result: subprocess.CompletedProcess[str]) -> None:
-    if result.returncode != 0:
-        output = (result.stdout[-3000:] + result.stderr[-3000:]).strip() or "(no output)"
-        raise BenchError(f"{what} exited with code {result.returncode}:\n{output}")
+    benchlib.write_cdc_config(
+        bench.config, bench.workdir / "state",
+        source={"name": "crm", "kind": "postgres", "dsn": bench.source_dsn, "tables": [TABLE],
+                "slot": bench.slot, "publication": bench.publication},
+        target={"name": "dwh", "kind": "postgres", "dsn": bench.target_dsn})
 
 
 def create_slots(bench: Round) -> None:
-    require_success("cdc setup", run_cdc(bench, "setup", timeout=60))
+    require_success("cdc setup", benchlib.run_cdc(bench.config, "setup", timeout=60))
     with psycopg.connect(bench.source_dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (RAW_SLOT,))
 
@@ -229,25 +183,11 @@ def measure_raw(pg: ThrowawayPostgres, bench: Round, rows: int, end_lsn: str, ti
     return Measurement("raw", rows, seconds)
 
 
-def measure_cdc(bench: Round, rows: int, timeout: float) -> Measurement:
-    started = time.perf_counter()
-    result = run_cdc(bench, "run", "--drain", timeout=timeout)
-    seconds = time.perf_counter() - started
-    require_success("cdc run --drain", result)
-    verify_target(bench, rows)
-    return Measurement("cdc", rows, seconds)
-
-
 def verify_target(bench: Round, rows: int) -> None:
     with psycopg.connect(bench.source_dsn) as src, psycopg.connect(bench.target_dsn) as dst:
-        source_count, source_sum = src.execute(CHECKSUM).fetchone()
-        target_count, target_sum = dst.execute(CHECKSUM).fetchone()
-    if source_count != rows:
-        raise BenchError(f"the source holds {source_count} rows, expected {rows}")
-    if target_count != source_count:
-        raise BenchError(f"cdc left {target_count} rows in the target, the source holds {source_count}")
-    if target_sum != source_sum:
-        raise BenchError("the target's rows differ from the source's (same count, different checksum)")
+        source = src.execute(CHECKSUM).fetchone()
+        target = dst.execute(CHECKSUM).fetchone()
+    benchlib.check_copy(rows, source, target)
 
 
 def run_round(pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int,
@@ -257,81 +197,42 @@ def run_round(pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch
     started = time.perf_counter()
     end_lsn = write_workload(bench, rows, batch)
     progress(f"round {index}: wrote {rows} rows in {time.perf_counter() - started:.1f}s (WAL end {end_lsn})")
-    raw_first = index % 2 == 1
-    results: dict[str, Measurement] = {}
-    for reader in (("raw", "cdc") if raw_first else ("cdc", "raw")):
-        if reader == "raw":
-            results[reader] = measure_raw(pg, bench, rows, end_lsn, timeout)
-        else:
-            results[reader] = measure_cdc(bench, rows, timeout)
-        m = results[reader]
-        progress(f"round {index}: {reader:3} {m.seconds:7.2f}s {m.rows_per_second:10,.0f} rows/s")
+    results = benchlib.measure_readers(index, {
+        "raw": lambda: measure_raw(pg, bench, rows, end_lsn, timeout),
+        "cdc": lambda: benchlib.measure_cdc(bench.config, rows, timeout, lambda: verify_target(bench, rows)),
+    })
     drop_round(bench)
     return results
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- reporting ----------------------------------------------------------------------------
 
 def summarize(rounds: list[dict[str, Measurement]], rows: int, batch: int, server_version: str) -> dict:
-    summary: dict = {"rows": rows, "batch": batch, "postgres": server_version, "rounds": []}
-    for results in rounds:
-        summary["rounds"].append({name: {**asdict(m), "rows_per_second": m.rows_per_second}
-                                  for name, m in results.items()})
-    for reader in ("raw", "cdc"):
-        seconds = statistics.median(results[reader].seconds for results in rounds)
-        summary[reader] = {"seconds": seconds, "rows_per_second": rows / seconds}
+    summary = benchlib.summarize(rounds, READERS, rows, batch, {"postgres": server_version})
     summary["ratio"] = summary["cdc"]["rows_per_second"] / summary["raw"]["rows_per_second"]
     return summary
 
 
 def print_report(summary: dict) -> None:
-    rounds = len(summary["rounds"])
-    print(f"PostgreSQL {summary['postgres']}: {summary['rows']:,} inserted rows, {summary['batch']:,} per transaction"
-          + (f", median of {rounds} rounds" if rounds > 1 else ""))
-    print(f"{'reader':<16} {'rows':>10} {'seconds':>9} {'rows/s':>11}")
-    for reader, label in (("raw", "pg_recvlogical"), ("cdc", "cdc run --drain")):
-        m = summary[reader]
-        print(f"{label:<16} {summary['rows']:>10,} {m['seconds']:>9.2f} {m['rows_per_second']:>11,.0f}")
+    benchlib.print_table(summary, f"PostgreSQL {summary['postgres']}", LABELS)
     print(f"cdc reaches {summary['ratio']:.3f}x of pg_recvlogical's raw read rate"
           f" (the raw reader is {1 / summary['ratio']:.1f}x faster)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000, help="rows to insert (default 100000)")
-    parser.add_argument("--batch", type=int, default=1_000, help="rows per source transaction (default 1000)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="measure this often, fresh databases and slots each time (default 2)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds each reader may take (default 600)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    if args.rows < 1 or args.batch < 1 or args.rounds < 1:
-        parser.error("--rows, --batch and --rounds must be at least 1")
-    try:
+    args = benchlib.parse_args(argv, __doc__, fresh="databases and slots")
+
+    def measure() -> tuple[str, list[dict[str, Measurement]]]:
         with tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp, ThrowawayPostgres() as pg:
             with psycopg.connect(pg.dsn()) as conn:
                 server_version = conn.execute("SHOW server_version").fetchone()[0]
-            rounds = []
-            for index in range(1, args.rounds + 1):
-                workdir = Path(tmp) / f"round{index}"
-                workdir.mkdir()
-                rounds.append(run_round(pg, index, workdir, args.rows, args.batch, args.timeout))
-    except (BenchError, psycopg.Error, RuntimeError, OSError) as exc:
-        print(f"bench_pg: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench_pg: interrupted", file=sys.stderr)
-        return 130
-    summary = summarize(rounds, args.rows, args.batch, server_version)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
-    return 0
+            rounds = [run_round(pg, index, workdir, args.rows, args.batch, args.timeout)
+                      for index, workdir in benchlib.round_workdirs(tmp, args.rounds)]
+        return server_version, rounds
+
+    return benchlib.run_main("bench_pg", args, measure, (BenchError, psycopg.Error, RuntimeError, OSError),
+                             lambda measured: summarize(measured[1], args.rows, args.batch, measured[0]),
+                             print_report)
 
 
 if __name__ == "__main__":
