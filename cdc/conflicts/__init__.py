@@ -1,0 +1,1 @@
+"""Conflicts: detect overwrites and lost updates in the stream of row versions, and resolve them."""

@@ -1,0 +1,213 @@
+"""The detection rules of DESIGN.md, as pure functions of a row's recent history.
+
+``detect`` sees one new change of a row, the previous change the daemon recorded for that
+row (however old), and the row's changes within the detection window; it returns the
+conflicts that change causes. Bookkeeping columns (version, writer and ``ignore_columns``)
+are left out of the field comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any, Sequence
+
+from cdc.conflicts.model import Change, Conflict, TableRules
+
+SEVERITY = {"lost_update": "error", "concurrent_overwrite": "warning", "duplicate_key": "error",
+            "update_delete": "warning", "state_regression": "warning", "divergence": "warning",
+            "stream_gap": "critical"}
+
+
+def detect(change: Change, previous: Change | None, recent: Sequence[Change], rules: TableRules,
+           window: timedelta) -> list[Conflict]:
+    """The conflicts ``change`` causes; ``recent`` holds the row's earlier changes, oldest first."""
+    in_window = [e for e in recent if change.commit_ts - e.commit_ts <= window and e.event_id != change.event_id]
+    found: list[Conflict] = []
+    gap = stream_gap(change, previous)
+    if gap:
+        found.append(gap)
+    if change.op == "insert" and previous is not None and previous.op != "delete":
+        found.append(_conflict("duplicate_key", change, (previous, change), tuple(sorted(json.loads(change.key))),
+                               "an insert of a key that belongs to a live row",
+                               f"{_who(change)} inserted {change.table} {change.key}, which already existed "
+                               f"(last written by {_who(previous)} at {_time(previous)})"))
+    lost = None
+    if previous is not None:
+        recent_ids = {e.event_id for e in in_window}
+        lost = lost_update(change, previous, rules, within_window=previous.event_id in recent_ids)
+    if lost:
+        found.append(lost)
+    found += concurrent_overwrites(change, in_window, rules, exclude=lost)
+    deleted = update_delete(change, in_window, rules)
+    if deleted:
+        found.append(deleted)
+    regression = state_regression(change, rules)
+    if regression:
+        found.append(regression)
+    return found
+
+
+def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
+    """A before-image unlike the last after-image recorded: changes were missed."""
+    if change.op not in ("update", "delete") or previous is None or previous.after is None or change.before is None:
+        return None
+    differing = tuple(sorted(name for name in set(change.before) | set(previous.after)
+                             if change.before.get(name) != previous.after.get(name)))
+    if not differing:
+        return None
+    return _conflict("stream_gap", change, (previous, change), differing,
+                     "the before-image differs from the last after-image recorded",
+                     f"{change.table} {change.key}: {', '.join(differing)} changed without cdc seeing it "
+                     f"between {_time(previous)} and {_time(change)}",
+                     evidence={"recorded": _subset(previous.after, differing),
+                               "before": _subset(change.before, differing)})
+
+
+def lost_update(change: Change, previous: Change, rules: TableRules, within_window: bool = True) -> Conflict | None:
+    """(a) the version column did not advance; (b) a stale full-row save reverted the previous
+    write (only when that write is ``within_window``)."""
+    if change.op != "update" or previous.op == "delete" or previous.after is None or change.after is None:
+        return None
+    column = rules.version_column
+    if column and column in change.after and column in previous.after:
+        old, new = previous.after[column], change.after[column]
+        if old is not None and new is not None and not _advanced(old, new):
+            return _conflict("lost_update", change, (previous, change), (column,),
+                             "version_column did not advance (a write based on a stale read)",
+                             f"{_who(change)} wrote {change.table} {change.key} at {_time(change)} with "
+                             f"{column} {new}, not past {old} written by {_who(previous)} at {_time(previous)}: "
+                             "it was based on a stale read",
+                             evidence={"previous_version": old, "new_version": new})
+    if (not within_window or previous.before is None
+            or _identity(change, rules, strict=True) == _identity(previous, rules, strict=True)):
+        return None
+    mine = change.changed - rules.bookkeeping
+    theirs = previous.changed - rules.bookkeeping
+    if not theirs or not (mine - theirs):
+        return None
+    reverted = all(change.after.get(f) == previous.before.get(f) != previous.after.get(f) for f in theirs)
+    if not reverted:
+        return None
+    fields = tuple(sorted(theirs))
+    return _conflict("lost_update", change, (previous, change), fields,
+                     "a stale full-row save reverted the previous write",
+                     f"{', '.join(fields)} set by {_who(previous)} at {_time(previous)} was reverted by "
+                     f"{_who(change)} at {_time(change)} from a copy read before it",
+                     evidence={"lost": _subset(previous.after, fields), "restored": _subset(change.after, fields)})
+
+
+def concurrent_overwrites(change: Change, in_window: Sequence[Change], rules: TableRules,
+                          exclude: Conflict | None = None) -> list[Conflict]:
+    """Another writer changed one of the same fields within the window (an insert sets fields
+    but changes none, so creating a row and another writer's first edit do not conflict)."""
+    if change.op != "update":
+        return []
+    mine = change.changed - rules.bookkeeping
+    found = []
+    for earlier in reversed(in_window):
+        if earlier.op != "update" or _identity(earlier, rules) == _identity(change, rules):
+            continue
+        if exclude is not None and any(earlier.event_id == e.event_id for e in exclude.events):
+            continue
+        fields = tuple(sorted(mine & (earlier.changed - rules.bookkeeping)))
+        if fields:
+            found.append(_conflict(
+                "concurrent_overwrite", change, (earlier, change), fields,
+                "two writers changed the same field within the window",
+                f"{', '.join(fields)} set by {_who(earlier)} at {_time(earlier)} was overwritten by "
+                f"{_who(change)} at {_time(change)}",
+                evidence={"overwritten": _subset(earlier.after, fields), "written": _subset(change.after, fields)}))
+            break  # the most recent other writer is the one overwritten
+    return found
+
+
+def update_delete(change: Change, in_window: Sequence[Change], rules: TableRules) -> Conflict | None:
+    """A delete within the window of another writer's update of the row."""
+    if change.op != "delete":
+        return None
+    for earlier in reversed(in_window):
+        if earlier.op == "update" and _identity(earlier, rules) != _identity(change, rules):
+            fields = tuple(sorted(earlier.changed - rules.bookkeeping))
+            return _conflict("update_delete", change, (earlier, change), fields,
+                             "a delete within the window of another writer's update",
+                             f"{_who(change)} deleted {change.table} {change.key} at {_time(change)}, "
+                             f"{_ago(earlier, change)} after {_who(earlier)} updated "
+                             f"{', '.join(fields) or 'it'}: that update is lost",
+                             evidence={"updated": _subset(earlier.after, fields)})
+    return None
+
+
+def state_regression(change: Change, rules: TableRules) -> Conflict | None:
+    """The status column moved against its configured order."""
+    column, order = rules.status_column, rules.status_order
+    if not column or change.op != "update" or change.before is None or change.after is None:
+        return None
+    old, new = change.before.get(column), change.after.get(column)
+    if old == new or old not in order or new not in order or order.index(new) > order.index(old):
+        return None
+    return _conflict("state_regression", change, (change,), (column,),
+                     f"{column} moved against status_order",
+                     f"{change.table} {change.key}: {column} moved back from {old} to {new} "
+                     f"({_who(change)} at {_time(change)})",
+                     evidence={"from": old, "to": new, "order": list(order)})
+
+
+def natural_key_values(change: Change, rules: TableRules) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+    """The natural keys of the row after the change that are wholly set."""
+    if change.after is None:
+        return []
+    keys = []
+    for names in rules.natural_keys:
+        values = tuple(change.after.get(name) for name in names)
+        if all(value not in (None, "") for value in values):
+            keys.append((names, values))
+    return keys
+
+
+def duplicate_natural_key(change: Change, owner: Change, names: tuple[str, ...],
+                          values: tuple[Any, ...]) -> Conflict:
+    """``change`` gave its row a natural key that ``owner``'s live row already holds."""
+    shown = ", ".join(f"{n}={v}" for n, v in zip(names, values))
+    return _conflict("duplicate_key", change, (owner, change), names, "a natural key already belongs to a live row",
+                     f"{_who(change)} gave {change.table} {change.key} {shown} at {_time(change)}, which "
+                     f"{owner.table} {owner.key} already has (written by {_who(owner)} at {_time(owner)})",
+                     evidence={"natural_key": dict(zip(names, values)), "owner_key": owner.key})
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def _conflict(kind: str, change: Change, events: tuple[Change, ...], fields: tuple[str, ...], rule: str,
+              explanation: str, evidence: dict[str, Any] | None = None) -> Conflict:
+    return Conflict(kind, SEVERITY[kind], change.table, change.key, fields, events, rule, evidence or {},
+                    explanation)
+
+
+def _identity(change: Change, rules: TableRules, strict: bool = False) -> tuple:
+    """Who wrote a change: the writer column; without one, the source (or, ``strict``, the transaction)."""
+    if rules.writer_column:
+        return (change.writer,)
+    return (change.source, change.txid) if strict else (change.source,)
+
+
+def _advanced(old: Any, new: Any) -> bool:
+    try:
+        return float(new) > float(old)
+    except (TypeError, ValueError):
+        return new != old
+
+
+def _who(change: Change) -> str:
+    return change.writer or f"{change.source} (transaction {change.txid})"
+
+
+def _time(change: Change) -> str:
+    return change.commit_ts.strftime("%H:%M:%S")
+
+
+def _ago(earlier: Change, later: Change) -> str:
+    return f"{(later.commit_ts - earlier.commit_ts).total_seconds():.0f}s"
+
+
+def _subset(image: dict[str, Any] | None, fields: Sequence[str]) -> dict[str, Any]:
+    return {name: (image or {}).get(name) for name in fields}
