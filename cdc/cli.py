@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO-8601 commit time, inclusive")
     p.add_argument("--until", help="ISO-8601 commit time, exclusive")
     p.add_argument("--limit", type=int)
+    p = verbs.add_parser("conflicts", help="the conflicts found and the review queue")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[common, reading], help="conflicts, oldest first")
+    listing.add_argument("--type")
+    listing.add_argument("--table", help="schema.table")
+    listing.add_argument("--status", choices=["auto_resolved", "pending", "resolved_by_hand"])
+    listing.add_argument("--since", help="ISO-8601 commit time, inclusive")
+    listing.add_argument("--limit", type=int)
+    showing = actions.add_parser("show", parents=[common, reading], help="one conflict in full")
+    showing.add_argument("id")
     return parser
 
 

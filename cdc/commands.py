@@ -321,3 +321,35 @@ def _utc(value: str | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+# -- conflicts ---------------------------------------------------------------------------
+
+def conflicts(settings: Settings, args: argparse.Namespace) -> int:
+    store = _open_store(settings)
+    if args.action == "show":
+        found = store.conflicts(conflict_id=args.id)
+        if not found:
+            raise CommandError(f"no conflict {args.id!r} (see 'cdc conflicts list')", 1)
+        record = found[0]
+        if args.json:
+            print(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+            return 0
+        print(f"{record['id']}  {record['type']} ({record['severity']}, {record['status']})")
+        print(f"  {record['explanation']}")
+        print(f"  table {record['table']} key {record['key']} fields {', '.join(record['fields'])}")
+        print(f"  rule: {record['rule']}")
+        for event in record["events"]:
+            print(f"  {event['commit_ts']} {event['event_id']} {event['op']} by {event['writer'] or event['source']}:"
+                  f" {json.dumps(event['before'], ensure_ascii=False)} -> {json.dumps(event['after'], ensure_ascii=False)}")
+        if record["resolution"]:
+            print(f"  resolution: {json.dumps(record['resolution'], ensure_ascii=False, default=str)}")
+        return 0
+    found = store.conflicts(type=args.type, table=args.table, status=args.status, since=_utc(args.since),
+                            limit=args.limit)
+    for record in found:
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False, default=str))
+        else:
+            print(f"{record['commit_ts']} {record['id']} {record['status']:14} {record['explanation']}")
+    return 0

@@ -109,6 +109,7 @@ class EntitySettings(_Section):
 
 
 class ConflictSettings(_Section):
+    detect: bool = True
     window_seconds: float = Field(default=600, gt=0)
     policy: Literal["last_writer_wins", "source_priority", "field_merge", "manual"] = "last_writer_wins"
 

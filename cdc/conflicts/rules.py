@@ -65,29 +65,22 @@ def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
 
 
 def lost_update(change: Change, previous: Change, rules: TableRules, within_window: bool = True) -> Conflict | None:
-    """(a) the version column did not advance; (b) a stale full-row save reverted the previous
-    write (only when that write is ``within_window``)."""
+    """(b) a stale full-row save reverted the previous write (only when that write is
+    ``within_window``), else (a) the version column did not advance."""
     if change.op != "update" or previous.op == "delete" or previous.after is None or change.after is None:
         return None
-    column = rules.version_column
-    if column and column in change.after and column in previous.after:
-        old, new = previous.after[column], change.after[column]
-        if old is not None and new is not None and not _advanced(old, new):
-            return _conflict("lost_update", change, (previous, change), (column,),
-                             "version_column did not advance (a write based on a stale read)",
-                             f"{_who(change)} wrote {change.table} {change.key} at {_time(change)} with "
-                             f"{column} {new}, not past {old} written by {_who(previous)} at {_time(previous)}: "
-                             "it was based on a stale read",
-                             evidence={"previous_version": old, "new_version": new})
-    if (not within_window or previous.before is None
+    return _stale_save(change, previous, rules, within_window) or _version_not_advanced(change, previous, rules)
+
+
+def _stale_save(change: Change, previous: Change, rules: TableRules, within_window: bool) -> Conflict | None:
+    if (not within_window or previous.before is None or change.after is None or previous.after is None
             or _identity(change, rules, strict=True) == _identity(previous, rules, strict=True)):
         return None
     mine = change.changed - rules.bookkeeping
     theirs = previous.changed - rules.bookkeeping
     if not theirs or not (mine - theirs):
         return None
-    reverted = all(change.after.get(f) == previous.before.get(f) != previous.after.get(f) for f in theirs)
-    if not reverted:
+    if not all(change.after.get(f) == previous.before.get(f) != previous.after.get(f) for f in theirs):
         return None
     fields = tuple(sorted(theirs))
     return _conflict("lost_update", change, (previous, change), fields,
@@ -95,6 +88,21 @@ def lost_update(change: Change, previous: Change, rules: TableRules, within_wind
                      f"{', '.join(fields)} set by {_who(previous)} at {_time(previous)} was reverted by "
                      f"{_who(change)} at {_time(change)} from a copy read before it",
                      evidence={"lost": _subset(previous.after, fields), "restored": _subset(change.after, fields)})
+
+
+def _version_not_advanced(change: Change, previous: Change, rules: TableRules) -> Conflict | None:
+    column = rules.version_column
+    if not column or change.after is None or previous.after is None:
+        return None
+    old, new = previous.after.get(column), change.after.get(column)
+    if old is None or new is None or _advanced(old, new):
+        return None
+    return _conflict("lost_update", change, (previous, change), (column,),
+                     "version_column did not advance (a write based on a stale read)",
+                     f"{_who(change)} wrote {change.table} {change.key} at {_time(change)} with "
+                     f"{column} {new}, not past {old} written by {_who(previous)} at {_time(previous)}: "
+                     "it was based on a stale read",
+                     evidence={"previous_version": old, "new_version": new})
 
 
 def concurrent_overwrites(change: Change, in_window: Sequence[Change], rules: TableRules,
@@ -123,11 +131,15 @@ def concurrent_overwrites(change: Change, in_window: Sequence[Change], rules: Ta
 
 
 def update_delete(change: Change, in_window: Sequence[Change], rules: TableRules) -> Conflict | None:
-    """A delete within the window of another writer's update of the row."""
+    """A delete within the window of another writer's update of the row.
+
+    A delete's writer column shows the last updater, not the deleter, so the deleting
+    transaction is what tells them apart.
+    """
     if change.op != "delete":
         return None
     for earlier in reversed(in_window):
-        if earlier.op == "update" and _identity(earlier, rules) != _identity(change, rules):
+        if earlier.op == "update" and (earlier.source, earlier.txid) != (change.source, change.txid):
             fields = tuple(sorted(earlier.changed - rules.bookkeeping))
             return _conflict("update_delete", change, (earlier, change), fields,
                              "a delete within the window of another writer's update",
@@ -198,7 +210,9 @@ def _advanced(old: Any, new: Any) -> bool:
 
 
 def _who(change: Change) -> str:
-    return change.writer or f"{change.source} (transaction {change.txid})"
+    if change.op == "delete" or not change.writer:
+        return f"{change.source} (transaction {change.txid})"
+    return change.writer
 
 
 def _time(change: Change) -> str:

@@ -153,7 +153,8 @@ class Pipeline:
         already_complete = txn.txn_key <= run.complete_txn
         if run.pending or (commit and not already_complete):
             with self.store.transaction():
-                self.store.append([run.versioner.version(txn, seq, change) for seq, change in run.pending])
+                for seq, change in run.pending:  # one by one: each is the history of the next
+                    self.store.append([run.versioner.version(txn, seq, change)])
                 if run.pending:
                     self.store.set_stored(name, txn.txn_key, run.pending[-1][0])
                 if commit and not already_complete:

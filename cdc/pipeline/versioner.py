@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from cdc.config import Settings
+from cdc.conflicts.detector import Detector
 from cdc.model import RowChange, TxnBegin, changed_columns, make_event_id
 from cdc.state.store import NewEvent, StateStore
 from cdc.values import dumps_row, encode_value
@@ -25,6 +26,7 @@ class Versioner:
         self._store = store
         self._source = source
         self._writer_columns: dict[tuple[str, str], str | None] = {}
+        self._detector = Detector(settings, store, source) if settings.conflicts.detect else None
 
     def version(self, txn: TxnBegin, seq: int, change: RowChange) -> NewEvent:
         """The event for a change, its row's version counted in the state store."""
@@ -46,6 +48,11 @@ class Versioner:
             f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
             f'"writer":{encode_value(writer)},"conflicts":[]}}'
         )
+        if self._detector is not None and change.op != "truncate":
+            conflicts = self._detector.check(json.loads(doc), key_json)
+            if conflicts:
+                ids = [self._detector.record(conflict) for conflict in conflicts]
+                doc = doc[: -len('"conflicts":[]}')] + f'"conflicts":{_dump(ids)}}}'
         native = None
         if change.native_after is not None or change.native_before is not None:
             native = _dump({"key": _native_key(change), "after": change.native_after})

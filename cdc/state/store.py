@@ -59,6 +59,34 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_by_position ON events (source, txn_key,
 CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
 CREATE INDEX IF NOT EXISTS events_by_row ON events (schema_name, table_name, key);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (commit_ts);
+CREATE TABLE IF NOT EXISTS conflicts (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    source TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    events TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    status TEXT NOT NULL,
+    resolution TEXT,
+    commit_ts TEXT NOT NULL,
+    detected_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conflicts_by_time ON conflicts (commit_ts);
+CREATE TABLE IF NOT EXISTS natural_keys (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    names TEXT NOT NULL,
+    vals TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (source, schema_name, table_name, names, vals, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS target_positions (
     target TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -184,6 +212,70 @@ class StateStore:
             " commit_ts, recorded_at, doc, native) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(e.source, e.txn_key, e.seq, e.event_id, e.schema, e.table, e.op, e.key, e.commit_ts, now, e.doc,
               e.native) for e in events])
+
+    # -- conflicts -------------------------------------------------------------------
+
+    def row_history(self, source: str, schema: str, table: str, key: str, limit: int) -> list[str]:
+        """The documents of a row's latest events, oldest first."""
+        rows = self._db.execute(
+            "SELECT doc FROM events WHERE schema_name = ? AND table_name = ? AND key = ? AND source = ?"
+            " ORDER BY log_id DESC LIMIT ?", (schema, table, key, source, limit)).fetchall()
+        return [row[0] for row in reversed(rows)]
+
+    def set_natural_keys(self, source: str, schema: str, table: str, key: str, event_id: str,
+                         keys: list[tuple[str, str]]) -> None:
+        """The row's natural keys are now ``keys`` (names JSON, values JSON); none after a delete."""
+        self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
+                         " AND key = ?", (source, schema, table, key))
+        self._db.executemany("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(source, schema, table, names, values, key, event_id) for names, values in keys])
+
+    def natural_key_owner(self, source: str, schema: str, table: str, names: str, values: str,
+                          key: str) -> str | None:
+        """The latest event document of another live row holding the natural key, if any."""
+        row = self._db.execute(
+            "SELECT e.doc FROM natural_keys n JOIN events e ON e.event_id = n.event_id WHERE n.source = ?"
+            " AND n.schema_name = ? AND n.table_name = ? AND n.names = ? AND n.vals = ? AND n.key != ? LIMIT 1",
+            (source, schema, table, names, values, key)).fetchone()
+        return row[0] if row else None
+
+    def add_conflict(self, conflict_id: str, source: str, conflict, status: str, resolution: dict | None) -> None:
+        events = [{"event_id": e.event_id, "commit_ts": e.commit_ts.isoformat(timespec="microseconds"),
+                   "writer": e.writer, "source": e.source, "op": e.op,
+                   "before": {f: (e.before or {}).get(f) for f in conflict.fields},
+                   "after": {f: (e.after or {}).get(f) for f in conflict.fields}} for e in conflict.events]
+        self._db.execute(
+            "INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (conflict_id, conflict.type, conflict.severity, source, conflict.table, conflict.key,
+             json.dumps(list(conflict.fields)), json.dumps(events, ensure_ascii=False), conflict.rule,
+             json.dumps(conflict.evidence, ensure_ascii=False, default=str), conflict.explanation, status,
+             json.dumps(resolution, ensure_ascii=False, default=str) if resolution is not None else None,
+             events[-1]["commit_ts"], time.time()))
+
+    def conflicts(self, *, conflict_id: str | None = None, type: str | None = None, table: str | None = None,
+                  status: str | None = None, since: str | None = None, limit: int | None = None
+                  ) -> list[dict[str, Any]]:
+        clauses, params = ["1 = 1"], []
+        for column, value in (("id", conflict_id), ("type", type), ("table_name", table), ("status", status)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since:
+            clauses.append("commit_ts >= ?")
+            params.append(since)
+        sql = f"SELECT * FROM conflicts WHERE {' AND '.join(clauses)} ORDER BY commit_ts, id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        cursor = self._db.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        found = []
+        for row in cursor.fetchall():
+            record = dict(zip(names, row))
+            for column in ("fields", "events", "evidence", "resolution"):
+                record[column] = json.loads(record[column]) if record[column] is not None else None
+            record["table"] = record.pop("table_name")
+            found.append(record)
+        return found
 
     def mark_complete(self, source: str, txn_key: str, position: str, resume: str) -> None:
         """The transaction ``txn_key`` is wholly stored (inside ``transaction()``)."""

@@ -1,0 +1,124 @@
+"""Conflicts created for real by concurrent sessions on PostgreSQL, detected by the daemon."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import CdcSetup
+
+SCHEMA = """
+CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, phone text, email text,
+    lock_version integer NOT NULL DEFAULT 1, updated_by text, updated_at timestamptz DEFAULT now());
+CREATE TABLE public.deals (id bigint PRIMARY KEY, title text, stage text, updated_by text);
+CREATE TABLE public.counters (id bigint PRIMARY KEY, x bigint NOT NULL);
+"""
+CONFIG = """
+[[tables]]
+match = "public.customers"
+writer_column = "updated_by"
+version_column = "lock_version"
+ignore_columns = ["updated_at"]
+natural_keys = [["email"]]
+
+[[tables]]
+match = "public.deals"
+writer_column = "updated_by"
+status_column = "stage"
+status_order = ["lead", "qualified", "proposal", "won"]
+"""
+
+
+@pytest.fixture
+def crm(pg_server, tmp_path):
+    setup = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers", "public.deals", "public.counters"],
+                     extra_config=CONFIG)
+    setup.setup()
+    with setup.source() as conn:
+        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
+                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+        conn.execute("INSERT INTO deals VALUES (7, 'Renewal', 'proposal', 'sales-app')")
+        conn.execute("INSERT INTO counters VALUES (1, 100)")
+    return setup
+
+
+def _conflicts(crm: CdcSetup, *args: str) -> list[dict]:
+    result = crm.cdc("conflicts", "list", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_stale_full_row_save_by_another_application(crm):
+    sales, erp = crm.source(), crm.source()
+    stale = erp.execute("SELECT name, phone, email, lock_version FROM customers WHERE id = 42").fetchone()
+    sales.execute("UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
+                  " updated_by = 'sales-app', updated_at = now() WHERE id = 42")
+    # erp-sync saves the whole row it read before, with its own change of the e-mail
+    erp.execute("UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = %s + 1,"
+                " updated_by = 'erp-sync', updated_at = now() WHERE id = 42", (stale[0], stale[1], stale[3]))
+    sales.close(), erp.close()
+    crm.drain()
+    found = _conflicts(crm, "--type", "lost_update")
+    assert [(c["rule"], c["fields"]) for c in found] == [
+        ("a stale full-row save reverted the previous write", ["phone"])]
+    stale_save = found[0]
+    assert stale_save["key"] == '{"id":42}' and stale_save["table"] == "public.customers"
+    assert [e["writer"] for e in stale_save["events"]] == ["sales-app", "erp-sync"]
+    assert stale_save["events"][0]["after"] == {"phone": "555-0199"}
+    assert "phone set by sales-app at" in stale_save["explanation"]
+    assert "was reverted by erp-sync at" in stale_save["explanation"]
+    event = [e for e in crm.events() if e["writer"] == "erp-sync"][0]
+    assert sorted(event["conflicts"]) == sorted(c["id"] for c in found)
+    shown = crm.cdc("conflicts", "show", stale_save["id"])
+    assert shown.returncode == 0 and "reverted by erp-sync" in shown.stdout
+
+
+def test_status_moving_backwards_and_delete_racing_an_update(crm):
+    with crm.source() as conn:
+        conn.execute("UPDATE deals SET stage = 'won', updated_by = 'sales-app' WHERE id = 7")
+        conn.execute("UPDATE deals SET stage = 'qualified', updated_by = 'erp-sync' WHERE id = 7")
+        conn.execute("UPDATE customers SET phone = '555-0300', lock_version = 2, updated_by = 'sales-app'"
+                     " WHERE id = 42")
+        conn.execute("DELETE FROM customers WHERE id = 42")
+    crm.drain()
+    kinds = {(c["type"], c["table"]) for c in _conflicts(crm)}
+    assert ("state_regression", "public.deals") in kinds
+    assert ("update_delete", "public.customers") in kinds
+    regression = _conflicts(crm, "--type", "state_regression")[0]
+    assert regression["evidence"] == {"from": "won", "to": "qualified", "order": ["lead", "qualified", "proposal", "won"]}
+
+
+def test_duplicate_natural_key(crm):
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers (id, name, email, updated_by) VALUES (43, 'Ada L.', 'ada@x.io', 'web')")
+    crm.drain()
+    found = _conflicts(crm, "--type", "duplicate_key")
+    assert [(c["key"], c["fields"], c["evidence"]["owner_key"]) for c in found] == [('{"id":43}', ["email"], '{"id":42}')]
+
+
+def test_benign_counters_and_own_edits_raise_nothing(crm):
+    with crm.source() as conn:
+        for delta in (5, -5, 3, -3, 7, 1, -1):
+            conn.execute("UPDATE counters SET x = x + %s WHERE id = 1", (delta,))
+        for phone in ("555-1", "555-2", "555-0100"):
+            conn.execute("UPDATE customers SET phone = %s, lock_version = lock_version + 1, updated_by = 'sales-app'"
+                         " WHERE id = 42", (phone,))
+    crm.drain()
+    assert _conflicts(crm) == []
+
+
+def test_stale_optimistic_lock_write(crm):
+    first, second = crm.source(), crm.source()
+    read_version = second.execute("SELECT lock_version FROM customers WHERE id = 42").fetchone()[0]
+    first.execute("UPDATE customers SET name = 'Ada Lovelace', lock_version = lock_version + 1,"
+                  " updated_by = 'sales-app' WHERE id = 42")
+    # the second session writes the version it computed from its stale read, without checking it
+    second.execute("UPDATE customers SET phone = '555-0400', lock_version = %s, updated_by = 'erp-sync'"
+                   " WHERE id = 42", (read_version + 1,))
+    first.close(), second.close()
+    crm.drain()
+    found = _conflicts(crm, "--type", "lost_update")
+    assert [(c["fields"], c["evidence"]) for c in found] == [
+        (["lock_version"], {"previous_version": 2, "new_version": 2})]
+    assert [e["writer"] for e in found[0]["events"]] == ["sales-app", "erp-sync"]
