@@ -152,6 +152,29 @@ class TargetSettings(_Section):
         return self
 
 
+class WebhookSettings(_Section):
+    url: str
+    token: SecretStr | None = None  # sent as "Authorization: Bearer <token>"
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+
+class EmailSettings(_Section):
+    smtp_host: str
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    from_addr: str = "cdc@localhost"
+    to: list[str] = Field(min_length=1)
+
+
+class AlertSettings(_Section):
+    min_severity: Literal["info", "warning", "error", "critical"] = "warning"
+    rate_limit_per_minute: int = Field(default=30, ge=1)
+    webhook: WebhookSettings | None = None
+    email: EmailSettings | None = None
+
+
 class PipelineSettings(_Section):
     flush_interval_seconds: float = Field(default=0.5, gt=0)
     store_batch: int = Field(default=1000, ge=1)
@@ -179,6 +202,7 @@ class Settings(BaseSettings):
     tables: list[TableSettings] = []
     entities: list[EntitySettings] = []
     conflicts: ConflictSettings = ConflictSettings()
+    alerts: AlertSettings = AlertSettings()
     targets: list[TargetSettings] = []
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
