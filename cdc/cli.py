@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int)
     showing = actions.add_parser("show", parents=[common, reading], help="one conflict in full")
     showing.add_argument("id")
+    resolving = actions.add_parser("resolve", parents=[common, reading], help="resolve a conflict by hand")
+    resolving.add_argument("id")
+    how = resolving.add_mutually_exclusive_group(required=True)
+    how.add_argument("--keep", metavar="EVENT_ID", help="keep the row this event wrote")
+    how.add_argument("--merge", action="store_true", help="three-way merge of the competing writes")
+    how.add_argument("--row", metavar="JSON", help="the resolved row, as a JSON object")
     return parser
 
 

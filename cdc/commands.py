@@ -326,6 +326,8 @@ def _utc(value: str | None) -> str | None:
 # -- conflicts ---------------------------------------------------------------------------
 
 def conflicts(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "resolve":
+        return _resolve(settings, args)
     store = _open_store(settings)
     if args.action == "show":
         found = store.conflicts(conflict_id=args.id)
@@ -352,4 +354,33 @@ def conflicts(settings: Settings, args: argparse.Namespace) -> int:
             print(json.dumps(record, ensure_ascii=False, default=str))
         else:
             print(f"{record['commit_ts']} {record['id']} {record['status']:14} {record['explanation']}")
+    return 0
+
+
+def _resolve(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.conflicts.review import ReviewError, resolve
+
+    row = None
+    if args.row is not None:
+        try:
+            row = json.loads(args.row)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--row is not valid JSON: {exc}", 2) from None
+        if not isinstance(row, dict):
+            raise CommandError("--row must be a JSON object of column: value", 2)
+    try:
+        store = StateStore(settings.state_dir)
+    except StateStoreError as exc:
+        raise CommandError(str(exc), 3) from None
+    try:
+        resolution = resolve(store, args.id, keep=args.keep, merge=args.merge, row=row)
+    except ReviewError as exc:
+        raise CommandError(str(exc), 1) from None
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(resolution, ensure_ascii=False, default=str))
+    else:
+        print(f"resolved {args.id}: the targets get {json.dumps(resolution['resolved_row'], ensure_ascii=False)}"
+              " at the daemon's next checkpoint")
     return 0

@@ -89,8 +89,14 @@ class SourceSettings(_Section):
         return [tuple(t.split(".", 1)) for t in self.tables]  # type: ignore[misc]
 
 
+Policy = Literal["last_writer_wins", "source_priority", "field_merge", "manual"]
+
+
 class TableSettings(_Section):
     match: str
+    policy: Policy | None = None  # default: [conflicts] policy
+    field_policies: dict[str, Policy] = {}
+    repair: Literal["off", "propose"] = "off"
     version_column: str | None = None
     writer_column: str | None = None
     ignore_columns: list[str] = []
@@ -111,7 +117,7 @@ class EntitySettings(_Section):
 class ConflictSettings(_Section):
     detect: bool = True
     window_seconds: float = Field(default=600, gt=0)
-    policy: Literal["last_writer_wins", "source_priority", "field_merge", "manual"] = "last_writer_wins"
+    policy: Policy = "last_writer_wins"
 
 
 class TargetSettings(_Section):

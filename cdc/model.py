@@ -75,7 +75,8 @@ class StoredEvent:
     op: str
     key: dict[str, Any]
     json: str  # the event's JSON document (DESIGN.md form)
-    native: dict[str, Any] | None  # {"kind": ..., "key": {...}, "after": {...}} or None
+    native: dict[str, Any] | None  # {"key": {...}, "after": {...}} in the source's text form, or None
+    held: bool = False  # its key waits in the review queue: row targets keep the last agreed row
 
 
 def make_event_id(source: str, position: str, seq: int) -> str:

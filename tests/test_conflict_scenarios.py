@@ -122,3 +122,64 @@ def test_stale_optimistic_lock_write(crm):
     assert [(c["fields"], c["evidence"]) for c in found] == [
         (["lock_version"], {"previous_version": 2, "new_version": 2})]
     assert [e["writer"] for e in found[0]["events"]] == ["sales-app", "erp-sync"]
+
+
+def test_manual_policy_holds_the_key_until_a_person_resolves_it(pg_server, tmp_path):
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
+                   extra_config=CONFIG.replace('ignore_columns = ["updated_at"]',
+                                               'ignore_columns = ["updated_at"]\npolicy = "manual"'))
+    crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
+                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+    crm.drain()
+    sales, erp = crm.source(), crm.source()
+    stale = erp.execute("SELECT name, phone FROM customers WHERE id = 42").fetchone()
+    sales.execute("UPDATE customers SET phone = '555-0199', lock_version = 2, updated_by = 'sales-app' WHERE id = 42")
+    erp.execute("UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = 3,"
+                " updated_by = 'erp-sync' WHERE id = 42", stale)
+    sales.close(), erp.close()
+    crm.drain()
+    pending = _conflicts(crm, "--status", "pending")
+    assert [(c["type"], c["fields"], c["resolution"]) for c in pending] == [
+        ("lost_update", ["phone"], {"policy": "manual"})]
+    with crm.target() as dst:  # the target keeps the last agreed row
+        assert dst.execute("SELECT phone, email, updated_by FROM customers").fetchall() == [
+            ("555-0199", "ada@x.io", "sales-app")]
+
+    resolved = crm.cdc("conflicts", "resolve", pending[0]["id"], "--merge")
+    assert resolved.returncode == 0, resolved.stderr
+    assert "555-0199" in resolved.stdout and "ada@erp.example" in resolved.stdout
+    again = crm.cdc("conflicts", "resolve", pending[0]["id"], "--merge")
+    assert again.returncode == 1 and "already resolved" in again.stderr
+    crm.drain()
+    with crm.target() as dst:  # the merged row: sales-app's phone and erp-sync's e-mail
+        assert dst.execute("SELECT phone, email, updated_by FROM customers").fetchall() == [
+            ("555-0199", "ada@erp.example", "erp-sync")]
+    assert _conflicts(crm, "--status", "resolved_by_hand")[0]["resolution"]["merged"] is True
+    with crm.source() as conn:  # the key is released: later changes flow again
+        conn.execute("UPDATE customers SET name = 'Ada K.', lock_version = 4, updated_by = 'erp-sync' WHERE id = 42")
+    crm.drain()
+    with crm.target() as dst:
+        assert dst.execute("SELECT name, email FROM customers").fetchall() == [("Ada K.", "ada@erp.example")]
+    resolutions = [e for e in crm.events() if e["event_id"].startswith("review:")]
+    assert len(resolutions) == 1 and resolutions[0]["conflicts"] == [pending[0]["id"]]
+
+
+def test_repair_proposes_the_row_that_restores_the_lost_change(pg_server, tmp_path):
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
+                   extra_config=CONFIG.replace('ignore_columns = ["updated_at"]',
+                                               'ignore_columns = ["updated_at"]\nrepair = "propose"'))
+    crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
+                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+        conn.execute("UPDATE customers SET phone = '555-0199', lock_version = 2, updated_by = 'sales-app'")
+        conn.execute("UPDATE customers SET phone = '555-0100', email = 'b@x.io', lock_version = 3,"
+                     " updated_by = 'erp-sync'")
+    crm.drain()
+    [conflict] = _conflicts(crm, "--status", "pending")
+    proposed = conflict["resolution"]["proposed_row"]
+    assert (proposed["phone"], proposed["email"]) == ("555-0199", "b@x.io")
+    with crm.target() as dst:  # the source row stays the truth until a person accepts the proposal
+        assert dst.execute("SELECT phone, email FROM customers").fetchall() == [("555-0100", "b@x.io")]

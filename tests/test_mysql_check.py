@@ -58,7 +58,7 @@ def statement(fix: str) -> str:
 
 @pytest.fixture
 def db(mariadb_server: ThrowawayMariaDB) -> Iterator[str]:
-    name = f"erp_{os.getpid()}_{next(_counter)}"
+    name = f"check_{os.getpid()}_{next(_counter)}"
     run(mariadb_server, f"CREATE DATABASE `{name}`",
         f"CREATE TABLE `{name}`.customers (id int PRIMARY KEY, email varchar(100) NOT NULL UNIQUE)",
         f"CREATE TABLE `{name}`.deals (id int PRIMARY KEY, stage varchar(20))")

@@ -15,13 +15,12 @@ from typing import Any
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
+from cdc.conflicts.resolution import decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
 from cdc.state.store import StateStore
 
 log = logging.getLogger("cdc.conflicts")
 HISTORY_LIMIT = 50
-AUTO_RESOLVABLE = {"concurrent_overwrite", "lost_update", "duplicate_key", "update_delete", "state_regression",
-                   "divergence"}
 
 
 class Detector:
@@ -68,21 +67,21 @@ class Detector:
             self._store.set_natural_keys(self._source, schema, table, key, change.event_id, natural)
         return found
 
-    def record(self, conflict: Conflict) -> str:
-        """Store a conflict (inside the event's transaction), log it, and return its id."""
+    def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int]) -> str:
+        """Store a conflict (inside the event's transaction), decide it by policy, log it; its id."""
         last = conflict.events[-1]
         conflict_id = f"{conflict.type}:{last.event_id}"
-        if self._settings.conflicts.policy == "manual" or conflict.type not in AUTO_RESOLVABLE:
-            status, resolution = "pending", None
-        else:
-            status = "auto_resolved"
-            resolution = {"policy": self._settings.conflicts.policy, "winner": last.event_id,
-                          "resolved_row": last.after}
-        self._store.add_conflict(conflict_id, self._source, conflict, status, resolution)
+        settings = self._settings.table_settings(self._source, schema, table)
+        policy = policy_for(conflict, settings.policy if settings else None,
+                            settings.field_policies if settings else {}, self._settings.conflicts.policy)
+        decision = decide(conflict, policy, settings.repair if settings else "off")
+        self._store.add_conflict(conflict_id, self._source, conflict, decision.status, decision.resolution)
+        if decision.hold:
+            self._store.hold(self._source, schema, table, conflict.key, conflict_id, position)
         if conflict.severity != "info":
             log.warning("%s conflict: %s", conflict.type, conflict.explanation,
                         extra={"conflict": conflict_id, "source": self._source, "severity": conflict.severity,
-                               "status": status})
+                               "status": decision.status})
         return conflict_id
 
 

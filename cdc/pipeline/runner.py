@@ -10,6 +10,7 @@ restart or reconnection is dropped by position.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from cdc.config import Settings
+from cdc.conflicts.review import REVIEW_SOURCE
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
 from cdc.pipeline.versioner import Versioner
 from cdc.sources.base import Source, SourceError, SourceItem
@@ -174,9 +176,12 @@ class Pipeline:
 
     def checkpoint(self) -> None:
         """Apply what is wholly stored to every target, make targets durable, acknowledge sources."""
-        for name, run in self.runs.items():
+        held = self.store.held_keys()
+        upto = {name: run.complete_txn for name, run in self.runs.items()}
+        upto[REVIEW_SOURCE] = self.store.last_txn(REVIEW_SOURCE)  # rows resolved by hand
+        for name, complete_txn in upto.items():
             for target in self.targets:
-                self._apply(target, name, run.complete_txn)
+                self._apply(target, name, complete_txn, held)
         for target in self.targets:
             target.checkpoint()
         for name, run in self.runs.items():
@@ -187,7 +192,8 @@ class Pipeline:
                 run.acked = position
             run.to_ack = None
 
-    def _apply(self, target: Target, source: str, upto_txn: str) -> None:
+    def _apply(self, target: Target, source: str, upto_txn: str,
+               held: dict[tuple[str, str, str, str], Position]) -> None:
         position = target.position(source) or NOWHERE
         if not upto_txn or position[0] > upto_txn:
             return
@@ -196,9 +202,17 @@ class Pipeline:
             events = self.store.events_after(source, position, upto_txn, limit)
             if not events:
                 break
+            if held:
+                for event in events:
+                    since = held.get((event.source, event.schema, event.table, _key_text(event.key)))
+                    event.held = since is not None and (event.txn_key, event.seq) >= since
             target.apply(source, events)
             position = (events[-1].txn_key, events[-1].seq)
             self.store.record_target_position(target.name, source, position)
             if len(events) < limit:
                 break
 
+
+
+def _key_text(key: dict) -> str:
+    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))

@@ -51,7 +51,8 @@ class Versioner:
         if self._detector is not None and change.op != "truncate":
             conflicts = self._detector.check(json.loads(doc), key_json)
             if conflicts:
-                ids = [self._detector.record(conflict) for conflict in conflicts]
+                ids = [self._detector.record(conflict, change.schema, change.table, (txn.txn_key, seq))
+                       for conflict in conflicts]
                 doc = doc[: -len('"conflicts":[]}')] + f'"conflicts":{_dump(ids)}}}'
         native = None
         if change.native_after is not None or change.native_before is not None:

@@ -87,6 +87,16 @@ CREATE TABLE IF NOT EXISTS natural_keys (
     event_id TEXT NOT NULL,
     PRIMARY KEY (source, schema_name, table_name, names, vals, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held_keys (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    conflict_id TEXT NOT NULL,
+    txn_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (source, schema_name, table_name, key, conflict_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS target_positions (
     target TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -132,6 +142,7 @@ class NewEvent:
     commit_ts: str
     doc: str
     native: str | None
+    origin: str | None = None
 
 
 class StateStore:
@@ -151,12 +162,18 @@ class StateStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
+                self._migrate()
                 self._check_schema_version()
             self._db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as exc:
             raise StateStoreError(f"{self.path}: cannot open the state store: {exc}") from None
         except PermissionError as exc:
             raise StateStoreError(f"{state_dir}: cannot create the state directory: {exc.strerror}") from None
+
+    def _migrate(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        if "origin" not in columns:  # the source a review-queue resolution belongs to
+            self._db.execute("ALTER TABLE events ADD COLUMN origin TEXT")
 
     def _check_schema_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -209,9 +226,9 @@ class StateStore:
         now = time.time()
         self._db.executemany(
             "INSERT INTO events (source, txn_key, seq, event_id, schema_name, table_name, op, key,"
-            " commit_ts, recorded_at, doc, native) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " commit_ts, recorded_at, doc, native, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(e.source, e.txn_key, e.seq, e.event_id, e.schema, e.table, e.op, e.key, e.commit_ts, now, e.doc,
-              e.native) for e in events])
+              e.native, e.origin) for e in events])
 
     # -- conflicts -------------------------------------------------------------------
 
@@ -277,6 +294,32 @@ class StateStore:
             found.append(record)
         return found
 
+    def hold(self, source: str, schema: str, table: str, key: str, conflict_id: str, since: Position) -> None:
+        """Row targets get no change of the key from position ``since`` on until the conflict is resolved."""
+        self._db.execute("INSERT OR IGNORE INTO held_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (source, schema, table, key, conflict_id, since[0], since[1]))
+
+    def release(self, conflict_id: str) -> None:
+        self._db.execute("DELETE FROM held_keys WHERE conflict_id = ?", (conflict_id,))
+
+    def held_keys(self) -> dict[tuple[str, str, str, str], Position]:
+        """Each held key and the position from which its changes wait."""
+        rows = self._db.execute("SELECT source, schema_name, table_name, key, min(txn_key || ':' || printf('%010d', seq))"
+                                " FROM held_keys GROUP BY source, schema_name, table_name, key")
+        return {(r[0], r[1], r[2], r[3]): (r[4].rsplit(":", 1)[0], int(r[4].rsplit(":", 1)[1])) for r in rows}
+
+    def last_txn(self, source: str) -> str:
+        row = self._db.execute("SELECT max(txn_key) FROM events WHERE source = ?", (source,)).fetchone()
+        return row[0] or ""
+
+    def event_doc(self, event_id: str) -> str | None:
+        row = self._db.execute("SELECT doc FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_conflict_status(self, conflict_id: str, status: str, resolution: dict[str, Any]) -> None:
+        self._db.execute("UPDATE conflicts SET status = ?, resolution = ? WHERE id = ?",
+                         (status, json.dumps(resolution, ensure_ascii=False, default=str), conflict_id))
+
     def mark_complete(self, source: str, txn_key: str, position: str, resume: str) -> None:
         """The transaction ``txn_key`` is wholly stored (inside ``transaction()``)."""
         self._db.execute(
@@ -299,8 +342,8 @@ class StateStore:
         """Events of ``source`` after position ``after`` in transactions up to ``upto_txn``."""
         txn_key, seq = after
         rows = self._db.execute(
-            "SELECT log_id, source, txn_key, seq, event_id, schema_name, table_name, op, key, doc, native"
-            " FROM events WHERE source = ?1 AND (txn_key > ?2 OR (txn_key = ?2 AND seq > ?3))"
+            "SELECT log_id, coalesce(origin, source), txn_key, seq, event_id, schema_name, table_name, op, key,"
+            " doc, native FROM events WHERE source = ?1 AND (txn_key > ?2 OR (txn_key = ?2 AND seq > ?3))"
             " AND txn_key <= ?4 ORDER BY txn_key, seq LIMIT ?5",
             (source, txn_key, seq, upto_txn, limit)).fetchall()
         return [_stored_event(row) for row in rows]

@@ -138,6 +138,8 @@ class MysqlTarget:
             self.close()  # the connection is gone; the daemon opens a new target
 
     def _actions(self, event: StoredEvent) -> list[tuple[str, tuple[Any, ...]]]:
+        if event.held:
+            return []
         table = self._table(event.source, event.schema, event.table)
         if event.op == "truncate":
             return [(f"DELETE FROM {table.quoted}", ())]

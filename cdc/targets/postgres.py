@@ -106,6 +106,8 @@ class PostgresTarget:
         self._positions[source] = (last.txn_key, last.seq)
 
     def _actions(self, event: StoredEvent) -> list[_Action]:
+        if event.held:
+            return []
         table, columns = self._table(event.source, event.schema, event.table)
         if event.op == "truncate":
             return [_Action(sql.SQL("TRUNCATE {}").format(_identifier(table)), ())]
