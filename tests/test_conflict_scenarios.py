@@ -183,3 +183,20 @@ def test_repair_proposes_the_row_that_restores_the_lost_change(pg_server, tmp_pa
     assert (proposed["phone"], proposed["email"]) == ("555-0199", "b@x.io")
     with crm.target() as dst:  # the source row stays the truth until a person accepts the proposal
         assert dst.execute("SELECT phone, email FROM customers").fetchall() == [("555-0100", "b@x.io")]
+
+
+def test_truncate_and_key_changes_end_rows_without_false_duplicates(crm):
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers (id, name, email) VALUES (1, 'a', 'a@x.io'), (2, 'b', 'b@x.io')")
+        conn.execute("TRUNCATE customers")
+        conn.execute("INSERT INTO customers (id, name, email) VALUES (1, 'a', 'a@x.io'), (3, 'b', 'b@x.io')")
+        conn.execute("INSERT INTO customers (id, name, email) VALUES (50, 'k', 'k@x.io')")
+        conn.execute("UPDATE customers SET id = 51 WHERE id = 50")
+        conn.execute("INSERT INTO customers (id, name, email) VALUES (50, 'n', 'n@x.io')")
+    crm.drain()
+    assert _conflicts(crm) == []
+    with crm.source() as conn:  # a real duplicate is still caught after all that
+        conn.execute("INSERT INTO customers (id, name, email) VALUES (60, 'dup', 'k@x.io')")
+    crm.drain()
+    assert [(c["type"], c["key"], c["evidence"]["owner_key"]) for c in _conflicts(crm)] == [
+        ("duplicate_key", '{"id":60}', '{"id":51}')]

@@ -41,7 +41,7 @@ class Detector:
                 status_column=t.status_column, status_order=tuple(t.status_order))
         return found
 
-    def check(self, doc: dict[str, Any], key: str) -> list[Conflict]:
+    def check(self, doc: dict[str, Any], key: str, was_live: bool | None = None) -> list[Conflict]:
         """The conflicts the event ``doc`` (not stored yet) raises, and its natural keys noted.
 
         ``key`` is the key's JSON text as the event log stores it.
@@ -54,7 +54,7 @@ class Detector:
         history = [change_from_doc(json.loads(d), key)
                    for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
         previous = history[-1] if history else None
-        found = detect(change, previous, history, rules, self._window)
+        found = detect(change, previous, history, rules, self._window, live=bool(was_live))
         if rules.natural_keys:
             natural = [(json.dumps(list(names)), json.dumps(values, default=str))
                        for names, values in natural_key_values(change, rules)]

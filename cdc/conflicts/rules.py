@@ -20,14 +20,20 @@ SEVERITY = {"lost_update": "error", "concurrent_overwrite": "warning", "duplicat
 
 
 def detect(change: Change, previous: Change | None, recent: Sequence[Change], rules: TableRules,
-           window: timedelta) -> list[Conflict]:
-    """The conflicts ``change`` causes; ``recent`` holds the row's earlier changes, oldest first."""
+           window: timedelta, live: bool | None = None) -> list[Conflict]:
+    """The conflicts ``change`` causes; ``recent`` holds the row's earlier changes, oldest first.
+
+    ``live`` says whether the row existed before the change (None: as ``previous`` shows);
+    a truncate or a primary-key change ends a row without a delete event.
+    """
+    if live is None:
+        live = previous is not None and previous.op != "delete"
     in_window = [e for e in recent if change.commit_ts - e.commit_ts <= window and e.event_id != change.event_id]
     found: list[Conflict] = []
-    gap = stream_gap(change, previous)
+    gap = stream_gap(change, previous if live else None)
     if gap:
         found.append(gap)
-    if change.op == "insert" and previous is not None and previous.op != "delete":
+    if change.op == "insert" and live and previous is not None:
         found.append(_conflict("duplicate_key", change, (previous, change), tuple(sorted(json.loads(change.key))),
                                "an insert of a key that belongs to a live row",
                                f"{_who(change)} inserted {change.table} {change.key}, which already existed "

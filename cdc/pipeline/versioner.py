@@ -32,11 +32,18 @@ class Versioner:
         """The event for a change, its row's version counted in the state store."""
         key_json = dumps_row(change.key)
         event_id = make_event_id(self._source, txn.position, seq)
+        was_live = None
         if change.op == "truncate":
             self._store.forget_rows(self._source, change.schema, change.table)
             version = 0
         else:
-            version = self._store.next_version(self._source, change.schema, change.table, key_json, event_id)
+            if self._detector is not None:
+                was_live = self._store.is_live(self._source, change.schema, change.table, key_json)
+            version = self._store.next_version(self._source, change.schema, change.table, key_json, event_id,
+                                               live=change.op != "delete")
+            old_key = _old_key(change)
+            if old_key is not None:
+                self._store.set_gone(self._source, change.schema, change.table, dumps_row(old_key))
         changed = _changed(change)
         writer = self._writer(change)
         commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
@@ -49,7 +56,7 @@ class Versioner:
             f'"writer":{encode_value(writer)},"conflicts":[]}}'
         )
         if self._detector is not None and change.op != "truncate":
-            conflicts = self._detector.check(json.loads(doc), key_json)
+            conflicts = self._detector.check(json.loads(doc), key_json, was_live)
             if conflicts:
                 ids = [self._detector.record(conflict, change.schema, change.table, (txn.txn_key, seq))
                        for conflict in conflicts]
@@ -84,3 +91,11 @@ def _native_key(change: RowChange) -> dict[str, str | None] | None:
     if image is None:
         return None
     return {column: image.get(column) for column in change.key}
+
+
+def _old_key(change: RowChange) -> dict | None:
+    """The key the row had before an update that changed its primary key, else None."""
+    if change.op != "update" or change.before is None:
+        return None
+    old = {column: change.before.get(column) for column in change.key}
+    return old if old != change.key else None

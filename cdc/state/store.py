@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS row_versions (
     key TEXT NOT NULL,
     version INTEGER NOT NULL,
     last_event_id TEXT NOT NULL,
+    live INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (source, schema_name, table_name, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -174,6 +175,9 @@ class StateStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "origin" not in columns:  # the source a review-queue resolution belongs to
             self._db.execute("ALTER TABLE events ADD COLUMN origin TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(row_versions)")}
+        if "live" not in columns:  # whether the row exists at the source
+            self._db.execute("ALTER TABLE row_versions ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
 
     def _check_schema_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -209,17 +213,31 @@ class StateStore:
     def transaction(self) -> "_Transaction":
         return _Transaction(self._db)
 
-    def next_version(self, source: str, schema: str, table: str, key: str, event_id: str) -> int:
+    def next_version(self, source: str, schema: str, table: str, key: str, event_id: str, live: bool) -> int:
         """Count one more change of the row and return its version (inside ``transaction()``)."""
         return self._db.execute(
-            "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT DO UPDATE SET"
-            " version = version + 1, last_event_id = excluded.last_event_id RETURNING version",
-            (source, schema, table, key, event_id)).fetchone()[0]
+            "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT DO UPDATE SET"
+            " version = version + 1, last_event_id = excluded.last_event_id, live = excluded.live"
+            " RETURNING version", (source, schema, table, key, event_id, int(live))).fetchone()[0]
+
+    def is_live(self, source: str, schema: str, table: str, key: str) -> bool | None:
+        """Whether the row exists at the source as far as the daemon knows (None: never seen)."""
+        row = self._db.execute("SELECT live FROM row_versions WHERE source = ? AND schema_name = ?"
+                               " AND table_name = ? AND key = ?", (source, schema, table, key)).fetchone()
+        return None if row is None else bool(row[0])
+
+    def set_gone(self, source: str, schema: str, table: str, key: str) -> None:
+        """The row left its key (an update changed its primary key): it no longer exists there."""
+        self._db.execute("UPDATE row_versions SET live = 0 WHERE source = ? AND schema_name = ? AND table_name = ?"
+                         " AND key = ?", (source, schema, table, key))
+        self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
+                         " AND key = ?", (source, schema, table, key))
 
     def forget_rows(self, source: str, schema: str, table: str) -> None:
-        """The table was truncated: its rows start counting versions anew."""
-        self._db.execute("DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?",
-                         (source, schema, table))
+        """The table was truncated: its rows start anew (versions, liveness, natural keys)."""
+        for table_name in ("row_versions", "natural_keys"):
+            self._db.execute(f"DELETE FROM {table_name} WHERE source = ? AND schema_name = ? AND table_name = ?",
+                             (source, schema, table))
 
     def append(self, events: list[NewEvent]) -> None:
         """Store events (inside ``transaction()``)."""
