@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 
+from cdc.alerts import Alerter
 from cdc.config import Settings
 from cdc.pipeline.runner import Pipeline
 from cdc.retry import Unreachable, retry_call
@@ -38,6 +39,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         store = StateStore(self.settings.state_dir)
+        self._alerter = Alerter(self.settings.alerts)
         try:
             retry_call(self.settings.retry, "pipeline", lambda: self._run_once(store, drain), _retryable,
                        stop=self._stop)
@@ -50,6 +52,7 @@ class Daemon:
             log.error("%s", exc)
             return 3
         finally:
+            self._alerter.close()
             store.close()
         return 0
 
@@ -58,7 +61,7 @@ class Daemon:
             return
         sources = [make_source(source) for source in self.settings.sources]
         targets = [make_target(target, store) for target in self.settings.targets]
-        self._pipeline = Pipeline(self.settings, store, sources, targets)
+        self._pipeline = Pipeline(self.settings, store, sources, targets, on_conflict=self._alerter.submit)
         if self._stop.is_set():
             self._pipeline.stop()
         self._pipeline.run(drain=drain)

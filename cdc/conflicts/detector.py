@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
@@ -24,7 +24,9 @@ HISTORY_LIMIT = 50
 
 
 class Detector:
-    def __init__(self, settings: Settings, store: StateStore, source: str) -> None:
+    def __init__(self, settings: Settings, store: StateStore, source: str,
+                 on_conflict: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._on_conflict = on_conflict
         self._settings = settings
         self._store = store
         self._source = source
@@ -82,6 +84,8 @@ class Detector:
             log.warning("%s conflict: %s", conflict.type, conflict.explanation,
                         extra={"conflict": conflict_id, "source": self._source, "severity": conflict.severity,
                                "status": decision.status})
+        if self._on_conflict is not None:
+            self._on_conflict(self._store.conflicts(conflict_id=conflict_id)[0])
         return conflict_id
 
 

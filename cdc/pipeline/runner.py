@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from cdc.config import Settings
 from cdc.conflicts.review import REVIEW_SOURCE
@@ -51,11 +52,13 @@ class _SourceRun:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: StateStore, sources: list[Source], targets: list[Target]) -> None:
+    def __init__(self, settings: Settings, store: StateStore, sources: list[Source], targets: list[Target],
+                 on_conflict: Callable[[dict], None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.targets = targets
-        self.runs = {source.name: _SourceRun(source, Versioner(settings, store, source.name)) for source in sources}
+        self.runs = {source.name: _SourceRun(source, Versioner(settings, store, source.name, on_conflict))
+                     for source in sources}
         self._queue: queue.Queue[tuple[str, list[SourceItem] | BaseException]] = queue.Queue(QUEUE_BATCHES)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -8,6 +8,7 @@ re-reading the same transaction after a restart yields the same ids.
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from cdc.config import Settings
 from cdc.conflicts.detector import Detector
@@ -21,12 +22,13 @@ _dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class Versioner:
     """Makes the events of one source's changes; call inside ``store.transaction()``."""
 
-    def __init__(self, settings: Settings, store: StateStore, source: str) -> None:
+    def __init__(self, settings: Settings, store: StateStore, source: str,
+                 on_conflict: Callable[[dict], None] | None = None) -> None:
         self._settings = settings
         self._store = store
         self._source = source
         self._writer_columns: dict[tuple[str, str], str | None] = {}
-        self._detector = Detector(settings, store, source) if settings.conflicts.detect else None
+        self._detector = Detector(settings, store, source, on_conflict) if settings.conflicts.detect else None
 
     def version(self, txn: TxnBegin, seq: int, change: RowChange) -> NewEvent:
         """The event for a change, its row's version counted in the state store."""
