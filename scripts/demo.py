@@ -186,6 +186,7 @@ level = "warning"
             daemon.kill()
     step("run", "--drain")
     step("status")
+    step("conflicts", "list")
     return summarize(pg, mariadb, workdir)
 
 
@@ -195,11 +196,26 @@ def drive_workload(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB) -> None:
             rows = conn.execute(statement).rowcount
             print(f"  workload: {what} ({rows} rows)")
             time.sleep(0.3)
+    stale_full_row_save(pg)
     with _mariadb(mariadb, "erp") as conn, conn.cursor() as cur:
         for what, statement in ERP_WORKLOAD:
             rows = cur.execute(statement)
             print(f"  workload: {what} ({rows} rows)")
             time.sleep(0.3)
+
+
+def stale_full_row_save(pg: ThrowawayPostgres) -> None:
+    """Two applications edit customer 7 at once; the second saves the whole row it read before."""
+    with psycopg.connect(pg.dsn("crm"), autocommit=True) as sales, \
+            psycopg.connect(pg.dsn("crm"), autocommit=True) as erp:
+        stale = erp.execute("SELECT name, phone, credit_limit FROM customers WHERE id = 7").fetchone()
+        sales.execute("UPDATE customers SET phone = '555-7777', updated_by = 'sales-app', updated_at = now()"
+                      " WHERE id = 7")
+        erp.execute("UPDATE customers SET name = %s, phone = %s, credit_limit = %s + 250, updated_by = 'erp-sync',"
+                    " updated_at = now() WHERE id = 7", stale)
+        sales.execute("UPDATE deals SET stage = 'qualified', updated_by = 'erp-sync' WHERE id = 10")
+    print("  workload: sales-app and erp-sync edit customer 7 at once (a stale full-row save);"
+          " a won deal moves back to qualified")
 
 
 def summarize(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB, workdir: Path) -> int:
