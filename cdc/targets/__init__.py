@@ -42,6 +42,23 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+class DatabaseTarget:
+    """What the database targets share: positions kept in the target database and written in
+    the same transaction as each batch, so a checkpoint has nothing more to make durable."""
+
+    def __init__(self, settings: TargetSettings) -> None:
+        self.name = settings.name
+        self.batch_size = settings.batch_size
+        self._settings = settings
+        self._positions: dict[str, Position] = {}
+
+    def position(self, source: str) -> Position | None:
+        return self._positions.get(source)
+
+    def checkpoint(self) -> None:
+        """Each batch is committed by ``apply``; nothing more to make durable."""
+
+
 def consecutive_runs(actions: Iterable[tuple[Hashable, tuple[Any, ...]]]
                      ) -> Iterator[tuple[Any, list[tuple[Any, ...]]]]:
     """Consecutive (statement, params) actions with the same statement, as (statement, [params...]),

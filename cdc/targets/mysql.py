@@ -26,8 +26,7 @@ import pymysql
 from cdc.config import TargetSettings
 from cdc.dsn import mysql_params, redact_dsn
 from cdc.model import StoredEvent
-from cdc.state.store import Position
-from cdc.targets import TargetError, consecutive_runs
+from cdc.targets import DatabaseTarget, TargetError, consecutive_runs
 from cdc.targets.convert import ConversionError, Converter, column_converter, convert_row, load_doc, mysql_family
 
 _SESSION = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
@@ -50,13 +49,10 @@ class _Table:
     resolved: dict[str, tuple[str, Converter]] = field(default_factory=dict)
 
 
-class MysqlTarget:
+class MysqlTarget(DatabaseTarget):
     def __init__(self, settings: TargetSettings) -> None:
-        self.name = settings.name
-        self.batch_size = settings.batch_size
-        self._settings = settings
+        super().__init__(settings)
         self._conn: pymysql.connections.Connection | None = None
-        self._positions: dict[str, Position] = {}
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._statements: dict[tuple, str] = {}
         self._is_mariadb = False
@@ -97,12 +93,6 @@ class MysqlTarget:
             except pymysql.MySQLError:
                 pass
             self._conn = None
-
-    def position(self, source: str) -> Position | None:
-        return self._positions.get(source)
-
-    def checkpoint(self) -> None:
-        """Each batch is committed by ``apply``; nothing more to make durable."""
 
     # -- applying ------------------------------------------------------------------
 

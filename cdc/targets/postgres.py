@@ -21,8 +21,7 @@ from psycopg import sql
 
 from cdc.config import TargetSettings
 from cdc.model import StoredEvent
-from cdc.state.store import Position
-from cdc.targets import TargetError, consecutive_runs
+from cdc.targets import DatabaseTarget, TargetError, consecutive_runs
 from cdc.targets.convert import (ConversionError, Converter, column_converter, convert_row, load_doc,
                                  postgres_family)
 from cdc.dsn import connect_kwargs, redact_dsn
@@ -34,13 +33,10 @@ class _Action:
     params: tuple[Any, ...]
 
 
-class PostgresTarget:
+class PostgresTarget(DatabaseTarget):
     def __init__(self, settings: TargetSettings) -> None:
-        self.name = settings.name
-        self.batch_size = settings.batch_size
-        self._settings = settings
+        super().__init__(settings)
         self._conn: psycopg.Connection | None = None
-        self._positions: dict[str, Position] = {}
         self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self._statements: dict[tuple, sql.Composed] = {}
         self._converters: dict[str, dict[str, Converter]] = {}  # target table -> column -> converter
@@ -73,12 +69,6 @@ class PostgresTarget:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def position(self, source: str) -> Position | None:
-        return self._positions.get(source)
-
-    def checkpoint(self) -> None:
-        """Each batch is committed by ``apply``; nothing more to make durable."""
 
     # -- applying ------------------------------------------------------------------
 
