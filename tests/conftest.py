@@ -21,3 +21,15 @@ def mariadb_server() -> Iterator[ThrowawayMariaDB]:
     """A MariaDB server with a full row-based binlog, started when a test first asks for it."""
     with ThrowawayMariaDB() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _drop_replication_slots():
+    """Each test's replication slot is dropped after it."""
+    from tests import helpers
+
+    yield
+    while helpers.CREATED:
+        setup = helpers.CREATED.pop()
+        if getattr(setup, "slot", None) and getattr(setup, "pg_admin_dsn", None):
+            setup.drop_slot()

@@ -15,6 +15,7 @@ import psycopg
 
 PROJECT = Path(__file__).resolve().parent.parent
 _counter = itertools.count(1)
+CREATED: list["CdcSetup"] = []  # dropped after each test (tests/conftest.py), so slots do not pile up
 
 
 class CdcSetup:
@@ -23,6 +24,8 @@ class CdcSetup:
     def __init__(self, pg_server, tmp_path: Path, schema_sql: str, tables: list[str],
                  extra_config: str = "", target_sql: str | None = None) -> None:
         n = f"{os.getpid()}_{next(_counter)}"
+        CREATED.append(self)
+        self.pg_admin_dsn = pg_server.dsn()
         self.name = "crm"
         self.source_db, self.target_db = f"crm_{n}", f"dwh_{n}"
         self.slot = f"cdc_slot_{n}"
@@ -70,6 +73,14 @@ initial_seconds = 0.2
 max_seconds = 2
 {extra_config}
 """)
+
+    def drop_slot(self) -> None:
+        """Drop this test's replication slot, so that it retains no WAL and frees its place."""
+        with psycopg.connect(self.pg_admin_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                         " WHERE slot_name = %s AND active_pid IS NOT NULL", (self.slot,))
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                         " WHERE slot_name = %s AND NOT active", (self.slot,))
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
