@@ -217,7 +217,8 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     now = time.time()
     counts = store.counts()
     report: dict[str, Any] = {"sources": [], "targets": [], "events": counts,
-                              "events_per_second": round(store.events_recorded_since(now - 60) / 60, 2)}
+                              "events_per_second": round(store.events_recorded_since(now - 60) / 60, 2),
+                              "open_conflicts": store.open_conflicts()}
     for source in settings.sources:
         state = store.source_state(source.name)
         entry: dict[str, Any] = {
@@ -276,6 +277,10 @@ def _print_status(report: dict[str, Any]) -> None:
               f" ({t['updated_age_seconds']}s ago)")
     print(f"events/s (last minute): {report['events_per_second']}; oldest event: "
           f"{report['events']['oldest_commit_ts'] or '-'}")
+    pending = report["open_conflicts"]
+    print(f"open conflicts: {sum(pending.values())}"
+          + (f" ({', '.join(f'{n} {kind}' for kind, n in sorted(pending.items()))}; see cdc conflicts list)"
+             if pending else ""))
 
 
 def _bytes(value: int | None) -> str:

@@ -143,6 +143,8 @@ def test_manual_policy_holds_the_key_until_a_person_resolves_it(pg_server, tmp_p
     pending = _conflicts(crm, "--status", "pending")
     assert [(c["type"], c["fields"], c["resolution"]) for c in pending] == [
         ("lost_update", ["phone"], {"policy": "manual"})]
+    assert json.loads(crm.cdc("status", "--json").stdout)["open_conflicts"] == {"lost_update": 1}
+    assert "open conflicts: 1 (1 lost_update; see cdc conflicts list)" in crm.cdc("status").stdout
     with crm.target() as dst:  # the target keeps the last agreed row
         assert dst.execute("SELECT phone, email, updated_by FROM customers").fetchall() == [
             ("555-0199", "ada@x.io", "sales-app")]

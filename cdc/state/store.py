@@ -418,6 +418,10 @@ class StateStore:
         return {"events_by_source": events, "oldest_commit_ts": oldest[0], "newest_commit_ts": oldest[1],
                 "last_recorded_at": oldest[2]}
 
+    def open_conflicts(self) -> dict[str, int]:
+        """Pending conflicts by type."""
+        return dict(self._db.execute("SELECT type, count(*) FROM conflicts WHERE status = 'pending' GROUP BY type"))
+
     def events_recorded_since(self, since: float) -> int:
         return self._db.execute("SELECT count(*) FROM events WHERE recorded_at >= ?", (since,)).fetchone()[0]
 
