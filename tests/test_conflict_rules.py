@@ -17,8 +17,14 @@ WRITERS = TableRules(writer_column="updated_by", ignore_columns=frozenset({"upda
 def change(op, before, after, seconds=0, writer=None, source="crm", txid=None, table="public.customers",
            key='{"id":42}'):
     n = next(_ids)
+    if after is None:
+        changed = frozenset()
+    elif before is None:
+        changed = frozenset(after)
+    else:
+        changed = frozenset(name for name, value in after.items() if before.get(name) != value)
     return Change(f"{source}:0/{n}:0", source, table, key, op, before, after, T0 + timedelta(seconds=seconds),
-                  writer, txid or str(n))
+                  writer, txid or str(n), changed)
 
 
 def run(history, rules, window=WINDOW):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -20,7 +21,8 @@ from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_value
 from cdc.state.store import StateStore
 
 log = logging.getLogger("cdc.conflicts")
-HISTORY_LIMIT = 50
+HISTORY_LIMIT = 50  # changes of one row the rules look at
+HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory
 
 
 class Detector:
@@ -32,6 +34,7 @@ class Detector:
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
         self._rules: dict[tuple[str, str], TableRules] = {}
+        self._history: OrderedDict[tuple[str, str, str], list[Change]] = OrderedDict()
 
     def rules(self, schema: str, table: str) -> TableRules:
         found = self._rules.get((schema, table))
@@ -46,27 +49,57 @@ class Detector:
     def check(self, doc: dict[str, Any], key: str, was_live: bool | None = None) -> list[Conflict]:
         """The conflicts the event ``doc`` (not stored yet) raises, and its natural keys noted.
 
-        ``key`` is the key's JSON text as the event log stores it.
+        ``key`` is the key's JSON text as the event log stores it; ``was_live`` whether the
+        row existed before (None: never seen).
         """
         if doc["op"] not in ("insert", "update", "delete"):
             return []
         change = change_from_doc(doc, key)
         schema, table = doc["schema"], doc["table"]
         rules = self.rules(schema, table)
-        history = [change_from_doc(json.loads(d), key)
-                   for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+        history = self._row_history(schema, table, key, seen=was_live is not None)
         previous = history[-1] if history else None
         found = detect(change, previous, history, rules, self._window, live=bool(was_live))
-        if rules.natural_keys:
-            natural = [(json.dumps(list(names)), json.dumps(values, default=str))
-                       for names, values in natural_key_values(change, rules)]
-            for (names, values), (names_json, values_json) in zip(natural_key_values(change, rules), natural):
-                owner = self._store.natural_key_owner(self._source, schema, table, names_json, values_json, key)
-                if owner is not None:
-                    owner_doc = json.loads(owner)
-                    owner_change = change_from_doc(owner_doc, _key_text(owner_doc["key"]))
-                    found.append(duplicate_natural_key(change, owner_change, names, values))
-            self._store.set_natural_keys(self._source, schema, table, key, change.event_id, natural)
+        if rules.natural_keys and _natural_keys_touched(change, rules):
+            found += self._natural_key_duplicates(change, rules, schema, table, key)
+        history.append(change)
+        if len(history) > HISTORY_LIMIT:
+            del history[0]
+        return found
+
+    def forget_table(self, schema: str, table: str) -> None:
+        """The table was truncated."""
+        for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
+            del self._history[cached]
+
+    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> list[Change]:
+        """The row's latest changes, oldest first: from memory, else from the event log (a row
+        never ``seen`` has none)."""
+        cache_key = (schema, table, key)
+        history = self._history.get(cache_key)
+        if history is not None:
+            self._history.move_to_end(cache_key)
+            return history
+        history = [] if not seen else [
+            change_from_doc(json.loads(d), key)
+            for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+        self._history[cache_key] = history
+        if len(self._history) > HISTORY_CACHE_ROWS:
+            self._history.popitem(last=False)
+        return history
+
+    def _natural_key_duplicates(self, change: Change, rules: TableRules, schema: str, table: str,
+                                key: str) -> list[Conflict]:
+        found = []
+        natural = natural_key_values(change, rules)
+        encoded = [(json.dumps(list(names)), json.dumps(values, default=str)) for names, values in natural]
+        for (names, values), (names_json, values_json) in zip(natural, encoded):
+            owner = self._store.natural_key_owner(self._source, schema, table, names_json, values_json, key)
+            if owner is not None:
+                owner_doc = json.loads(owner)
+                owner_change = change_from_doc(owner_doc, _key_text(owner_doc["key"]))
+                found.append(duplicate_natural_key(change, owner_change, names, values))
+        self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded)
         return found
 
     def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int]) -> str:
@@ -89,10 +122,19 @@ class Detector:
         return conflict_id
 
 
+def _natural_keys_touched(change: Change, rules: TableRules) -> bool:
+    """Whether the change may alter the row's natural keys (updates of other columns do not)."""
+    if change.op != "update" or change.before is None or change.after is None:
+        return True
+    columns = {c for names in rules.natural_keys for c in names} | set(json.loads(change.key))  # a moved row too
+    return any(change.before.get(c) != change.after.get(c) for c in columns)
+
+
 def _key_text(key: dict[str, Any]) -> str:
     return json.dumps(key, ensure_ascii=False, separators=(",", ":"))
 
 
 def change_from_doc(doc: dict[str, Any], key: str) -> Change:
     return Change(doc["event_id"], doc["source"], f"{doc['schema']}.{doc['table']}", key, doc["op"], doc["before"],
-                  doc["after"], datetime.fromisoformat(doc["commit_ts"]), doc["writer"], doc["txid"])
+                  doc["after"], datetime.fromisoformat(doc["commit_ts"]), doc["writer"], doc["txid"],
+                  frozenset(doc["changed"]))

@@ -25,13 +25,7 @@ class Change:
     commit_ts: datetime
     writer: str | None
     txid: str | None
-
-    @property
-    def changed(self) -> set[str]:
-        if self.before is None or self.after is None:
-            return set(self.after or {})
-        return {name for name, value in self.after.items() if self.before.get(name, value) != value
-                or name not in self.before}
+    changed: frozenset[str] = frozenset()  # the event's "changed" columns (every column of an insert)
 
     @property
     def author(self) -> str:

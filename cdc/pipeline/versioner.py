@@ -37,10 +37,13 @@ class Versioner:
         was_live = None
         if change.op == "truncate":
             self._store.forget_rows(self._source, change.schema, change.table)
+            if self._detector is not None:
+                self._detector.forget_table(change.schema, change.table)
             version = 0
         else:
-            if self._detector is not None:
-                was_live = self._store.is_live(self._source, change.schema, change.table, key_json)
+            if self._detector is not None:  # only an insert can meet a row that is still there
+                was_live = (self._store.is_live(self._source, change.schema, change.table, key_json)
+                            if change.op == "insert" else True)
             version = self._store.next_version(self._source, change.schema, change.table, key_json, event_id,
                                                live=change.op != "delete")
             old_key = _old_key(change)

@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS natural_keys (
     event_id TEXT NOT NULL,
     PRIMARY KEY (source, schema_name, table_name, names, vals, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS natural_keys_by_row ON natural_keys (source, schema_name, table_name, key);
 CREATE TABLE IF NOT EXISTS held_keys (
     source TEXT NOT NULL,
     schema_name TEXT NOT NULL,
