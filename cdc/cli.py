@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 ``check`` found problems; 2 bad configuration or usage;
 3 a fatal error that needs a person (missing slot, table without a primary key, ...);
-4 a server stayed unreachable for every retry.
+4 a server stayed unreachable for every retry; 5 ``run --drain`` was stopped before the
+sources' end position was reached.
 """
 
 from __future__ import annotations

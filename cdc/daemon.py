@@ -22,6 +22,7 @@ from cdc.state.store import StateStore
 from cdc.targets import TargetError, make_target
 
 log = logging.getLogger("cdc.daemon")
+EXIT_NOT_DRAINED = 5  # ``--drain`` was stopped (SIGTERM) before the end position was reached
 
 
 class Daemon:
@@ -48,12 +49,15 @@ class Daemon:
             return 4
         except (SourceError, TargetError) as exc:
             if _retryable(exc):  # the retries were cut short by a stop request
-                return 0
+                return EXIT_NOT_DRAINED if drain else 0
             log.error("%s", exc)
             return 3
         finally:
             self._alerter.close()
             store.close()
+        if drain and not (self._pipeline is not None and self._pipeline.drained):
+            log.warning("stopped before the sources' end position was reached: run 'cdc run --drain' again")
+            return EXIT_NOT_DRAINED
         return 0
 
     def _run_once(self, store: StateStore, drain: bool) -> None:

@@ -7,12 +7,14 @@ each reader and is printed as a text table or, with ``--json``, as JSON. This mo
 does not depend on the source database:
 
 * ``BenchError`` and ``Measurement`` (one reader's time for one round);
-* writing a cdc config (``write_cdc_config``) and running ``cdc`` subprocesses with it
-  (``run_cdc``, ``require_success``, ``measure_cdc``);
+* writing a cdc config (``write_cdc_config``, optionally with ``[[tables]]`` rules and a
+  ``[conflicts]`` section) and running ``cdc`` subprocesses with it (``run_cdc``,
+  ``require_success``, ``measure_cdc``);
 * checking that the target holds the source's rows (``check_copy``);
 * timing the readers of a round in alternating order with progress on stderr (``measure_readers``);
 * the summary, the text report's table and the command line (``summarize``, ``print_table``,
-  ``parse_args``, ``run_main``).
+  ``parse_args``, ``run_main``); given the number of events (changes) a workload holds, the
+  progress lines, summary and table also give events/s and µs per event (``per_event``).
 
 The benchmark scripts import it as ``benchlib``; they put ``scripts/`` on ``sys.path`` first.
 """
@@ -62,15 +64,19 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def write_cdc_config(config: Path, state_dir: Path, source: dict[str, Any], target: dict[str, Any]) -> None:
-    """Write a cdc config with one source and one target (their keys in the given order), log level warning."""
+def write_cdc_config(config: Path, state_dir: Path, source: dict[str, Any], target: dict[str, Any],
+                     tables: list[dict[str, Any]] | None = None, conflicts: dict[str, Any] | None = None) -> None:
+    """Write a cdc config with one source and one target (their keys in the given order), log level warning;
+    and, when given, a ``[[tables]]`` entry for each of ``tables`` and a ``[conflicts]`` section."""
     def table(fields: dict[str, Any]) -> str:
         return "".join(f"{key} = {toml_value(value)}\n" for key, value in fields.items())
 
     config.write_text(f"state_dir = {json.dumps(str(state_dir))}\n\n"
                       f"[[sources]]\n{table(source)}\n"
                       f"[[targets]]\n{table(target)}\n"
-                      "[log]\nlevel = \"warning\"\n", encoding="utf-8")
+                      + "".join(f"[[tables]]\n{table(entry)}\n" for entry in tables or ())
+                      + (f"[conflicts]\n{table(conflicts)}\n" if conflicts is not None else "")
+                      + "[log]\nlevel = \"warning\"\n", encoding="utf-8")
 
 
 def cdc_env(config: Path) -> dict[str, str]:
@@ -94,14 +100,15 @@ def require_success(what: str, result: subprocess.CompletedProcess[str]) -> None
         raise BenchError(f"{what} exited with code {result.returncode}:\n{output}")
 
 
-def measure_cdc(config: Path, rows: int, timeout: float, verify: Callable[[], None]) -> Measurement:
+def measure_cdc(config: Path, rows: int, timeout: float, verify: Callable[[], None],
+                reader: str = "cdc") -> Measurement:
     """Time ``cdc run --drain`` from process start until it exits, then ``verify()`` the target."""
     started = time.perf_counter()
     result = run_cdc(config, "run", "--drain", timeout=timeout)
     seconds = time.perf_counter() - started
     require_success("cdc run --drain", result)
     verify()
-    return Measurement("cdc", rows, seconds)
+    return Measurement(reader, rows, seconds)
 
 
 def check_copy(rows: int, source: tuple[int, str], target: tuple[int, str]) -> None:
@@ -125,14 +132,23 @@ def round_workdirs(tmp: str | Path, rounds: int) -> Iterator[tuple[int, Path]]:
         yield index, workdir
 
 
-def measure_readers(index: int, readers: dict[str, Callable[[], Measurement]]) -> dict[str, Measurement]:
-    """Run each reader's measurement, in the given order in odd rounds and reversed in even ones."""
+def measure_readers(index: int, readers: dict[str, Callable[[], Measurement]],
+                    events: int | None = None) -> dict[str, Measurement]:
+    """Run each reader's measurement, in the given order in odd rounds and reversed in even ones.
+
+    With ``events`` (the changes in the workload) the progress lines give events/s and µs/event.
+    """
     width = max(len(reader) for reader in readers)
     order = tuple(readers) if index % 2 == 1 else tuple(reversed(readers))
     results: dict[str, Measurement] = {}
     for reader in order:
         results[reader] = m = readers[reader]()
-        progress(f"round {index}: {reader:{width}} {m.seconds:7.2f}s {m.rows_per_second:10,.0f} rows/s")
+        if events is None:
+            progress(f"round {index}: {reader:{width}} {m.seconds:7.2f}s {m.rows_per_second:10,.0f} rows/s")
+        else:
+            rate = per_event(m.seconds, events)
+            progress(f"round {index}: {reader:{width}} {m.seconds:7.2f}s {rate['events_per_second']:10,.0f} events/s"
+                     f" {rate['us_per_event']:8.1f} µs/event")
     return results
 
 
@@ -142,35 +158,60 @@ def progress(message: str) -> None:
 
 # -- reporting ----------------------------------------------------------------------------
 
+def per_event(seconds: float, events: int) -> dict[str, float]:
+    """``events_per_second`` and ``us_per_event`` (wall microseconds per event) of ``events`` in ``seconds``."""
+    return {"events_per_second": events / seconds if seconds > 0 else float("inf"),
+            "us_per_event": seconds * 1e6 / events}
+
+
 def summarize(rounds: list[dict[str, Measurement]], readers: tuple[str, ...], rows: int, batch: int,
-              versions: dict[str, str], extras: list[dict] | None = None) -> dict:
-    """Every round's measurements (each after its ``extras`` entry) and each reader's median; no ratios."""
-    summary: dict = {"rows": rows, "batch": batch, **versions, "rounds": []}
+              versions: dict[str, str], extras: list[dict] | None = None, events: int | None = None) -> dict:
+    """Every round's measurements (each after its ``extras`` entry) and each reader's median; no ratios.
+
+    With ``events`` (the changes in the workload) the summary holds it, and every measurement
+    and median also gives ``per_event`` rates.
+    """
+    def rates(seconds: float) -> dict[str, float]:
+        return per_event(seconds, events) if events is not None else {}
+
+    summary: dict = {"rows": rows, **({"events": events} if events is not None else {}), "batch": batch,
+                     **versions, "rounds": []}
     for i, results in enumerate(rounds):
         summary["rounds"].append({**(extras[i] if extras else {}),
-                                  **{name: {**asdict(m), "rows_per_second": m.rows_per_second}
+                                  **{name: {**asdict(m), "rows_per_second": m.rows_per_second, **rates(m.seconds)}
                                      for name, m in results.items()}})
     for reader in readers:
         seconds = statistics.median(results[reader].seconds for results in rounds)
-        summary[reader] = {"seconds": seconds, "rows_per_second": rows / seconds}
+        summary[reader] = {"seconds": seconds, "rows_per_second": rows / seconds, **rates(seconds)}
     return summary
 
 
-def print_table(summary: dict, servers: str, labels: dict[str, str]) -> None:
-    """The report's heading line (``servers`` first) and one table row per reader in ``labels``."""
+def print_table(summary: dict, servers: str, labels: dict[str, str], workload: str | None = None) -> None:
+    """The report's heading line (``servers`` first, then ``workload``, by default "N inserted rows")
+    and one table row per reader in ``labels``: rows and rows/s, or, when the summary holds
+    ``events``, events, events/s and µs/event."""
     rounds = len(summary["rounds"])
-    print(f"{servers}: {summary['rows']:,} inserted rows, {summary['batch']:,} per transaction"
-          + (f", median of {rounds} rounds" if rounds > 1 else ""))
-    print(f"{'reader':<16} {'rows':>10} {'seconds':>9} {'rows/s':>11}")
+    print(f"{servers}: {workload or format(summary['rows'], ',') + ' inserted rows'},"
+          f" {summary['batch']:,} per transaction" + (f", median of {rounds} rounds" if rounds > 1 else ""))
+    if "events" not in summary:
+        print(f"{'reader':<16} {'rows':>10} {'seconds':>9} {'rows/s':>11}")
+        for reader, label in labels.items():
+            m = summary[reader]
+            print(f"{label:<16} {summary['rows']:>10,} {m['seconds']:>9.2f} {m['rows_per_second']:>11,.0f}")
+        return
+    print(f"{'reader':<16} {'events':>10} {'seconds':>9} {'events/s':>11} {'µs/event':>9}")
     for reader, label in labels.items():
         m = summary[reader]
-        print(f"{label:<16} {summary['rows']:>10,} {m['seconds']:>9.2f} {m['rows_per_second']:>11,.0f}")
+        print(f"{label:<16} {summary['events']:>10,} {m['seconds']:>9.2f} {m['events_per_second']:>11,.0f}"
+              f" {m['us_per_event']:>9.1f}")
 
 
 # -- command line -------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None, doc: str, fresh: str) -> argparse.Namespace:
-    """The benchmarks' common options; ``fresh`` says what each round gets afresh."""
+def parse_args(argv: list[str] | None, doc: str, fresh: str,
+               options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The benchmarks' common options, and any a benchmark adds with ``options(parser)``;
+    ``fresh`` says what each round gets afresh."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows to insert (default 100000)")
     parser.add_argument("--batch", type=int, default=1_000, help="rows per source transaction (default 1000)")
@@ -178,6 +219,8 @@ def parse_args(argv: list[str] | None, doc: str, fresh: str) -> argparse.Namespa
                         help=f"measure this often, fresh {fresh} each time (default 2)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds each reader may take (default 600)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    if options is not None:
+        options(parser)
     args = parser.parse_args(argv)
     if args.rows < 1 or args.batch < 1 or args.rounds < 1:
         parser.error("--rows, --batch and --rounds must be at least 1")

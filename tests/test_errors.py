@@ -155,3 +155,26 @@ def test_missing_target_table_stops_the_daemon_with_a_clear_message(pg_server, t
     result = crm.cdc("run", "--drain")
     assert result.returncode == 3
     assert 'target dwh: relation "public.customers" does not exist' in _error_message(result.stdout)
+
+
+def test_drain_stopped_early_does_not_claim_success(pg_server, tmp_path):
+    import signal as signals
+    import time
+
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"])
+    crm.setup()
+    with crm.source() as conn:
+        for i in range(60):
+            conn.execute("INSERT INTO customers SELECT i, 'n' FROM generate_series(%s::int, %s::int) i",
+                         (i * 1000 + 1, i * 1000 + 1000))
+    drain = crm.start("--drain")
+    for _ in range(300):
+        if "streaming slot" in crm.daemon_log():
+            break
+        time.sleep(0.1)
+    drain.send_signal(signals.SIGTERM)
+    assert drain.wait(timeout=30) == 5
+    assert "stopped before the sources' end position was reached" in crm.daemon_log()
+    assert len(crm.events()) < 60_000
+    crm.drain()
+    assert len(crm.events()) == 60_000

@@ -63,6 +63,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.events_stored = 0
+        self.drained = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -123,6 +124,7 @@ class Pipeline:
                 last_checkpoint = time.monotonic()
                 if drain and self._all_drained():
                     log.info("drained: every source is read up to its end position")
+                    self.drained = True
                     return
         self.checkpoint()
 
