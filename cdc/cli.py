@@ -9,20 +9,13 @@ sources' end position was reached.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import signal
 import sys
-import threading
-import time
-from pathlib import Path
 
-from cdc.config import ConfigError, Settings, config_path, load_settings
+from cdc.config import ConfigError, config_path, load_settings
 from cdc.logs import setup_logging
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG, EXIT_FATAL, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
-ONE_SHOT_ATTEMPTS = 3
-log = logging.getLogger("cdc")
+EXIT_CONFIG = 2
+
 
 
 def build_parser() -> argparse.ArgumentParser:

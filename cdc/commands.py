@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -14,6 +13,7 @@ import psycopg
 
 from cdc.config import Settings
 from cdc.dsn import DsnError, connect_kwargs, redact_dsn
+from cdc.logs import one_line
 from cdc.retry import Unreachable, retry_call
 from cdc.sources.base import SourceError
 from cdc.state.store import StateStore, StateStoreError
@@ -35,7 +35,7 @@ def _connect_source(settings: Settings, source) -> psycopg.Connection:
         except DsnError as exc:
             raise CommandError(f"source {source.name}: {exc}", 2) from None
         except psycopg.OperationalError as exc:
-            raise SourceError(f"cannot connect: {' '.join(str(exc).split())}") from None
+            raise SourceError(f"cannot connect: {one_line(exc)}") from None
 
     what = f"source {source.name} ({redact_dsn(source.dsn)})"
     try:
@@ -127,7 +127,7 @@ def _check_targets(settings: Settings) -> list[dict[str, str]]:
                 psycopg.connect(**connect_kwargs(target.dsn, target.password)).close()
             except (psycopg.Error, DsnError) as exc:
                 problems.append({"source": f"target {target.name}",
-                                 "problem": f"cannot connect to {redact_dsn(target.dsn)}: {' '.join(str(exc).split())}",
+                                 "problem": f"cannot connect to {redact_dsn(target.dsn)}: {one_line(exc)}",
                                  "fix": "check the target's dsn, password and pg_hba.conf"})
         elif target.kind == "jsonl" and target.path is not None:
             folder = target.path.parent
@@ -160,7 +160,7 @@ def setup(settings: Settings, args: argparse.Namespace) -> int:
                     conn.execute(statement)
                 except psycopg.Error as exc:
                     raise CommandError(f"source {source.name}: {statement.as_string(conn)} failed: "
-                                       f"{' '.join(str(exc).split())}", 3) from None
+                                       f"{one_line(exc)}", 3) from None
                 print(f"[{source.name}] {statement.as_string(conn)}")
             if not statements:
                 print(f"[{source.name}] nothing to do: publication and slot exist")
@@ -229,7 +229,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         try:
             entry["server"] = _server_status(source)
         except (psycopg.Error, DsnError, SourceError, OSError) as exc:
-            entry["server_error"] = " ".join(str(exc).split())
+            entry["server_error"] = one_line(exc)
         report["sources"].append(entry)
     for target, source, txn_key, seq, updated_at in store.target_positions():
         report["targets"].append({"name": target, "source": source, "txn_key": txn_key, "seq": seq,

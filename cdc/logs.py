@@ -38,6 +38,13 @@ class TextFormatter(logging.Formatter):
         return f"{text} [{extras}]" if extras else text
 
 
+def one_line(message: object) -> str:
+    """An error message on one line (drivers' messages span several), for logs and exit messages."""
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return " ".join(str(message).split()) if message is not None else "failed"
+
+
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

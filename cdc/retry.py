@@ -9,6 +9,7 @@ from typing import Callable, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_never
 from tenacity import wait_random_exponential
 
+from cdc.logs import one_line
 from cdc.config import RetrySettings
 
 T = TypeVar("T")
@@ -33,7 +34,7 @@ def retry_call(settings: RetrySettings, what: str, func: Callable[[], T], retrya
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         total = f"/{limit}" if limit else ""
-        log.warning("%s: %s (attempt %d%s, retrying in %.1fs)", what, _one_line(exc), state.attempt_number,
+        log.warning("%s: %s (attempt %d%s, retrying in %.1fs)", what, one_line(exc), state.attempt_number,
                     total, delay, extra={"attempt": state.attempt_number})
 
     retrying = Retrying(
@@ -48,9 +49,5 @@ def retry_call(settings: RetrySettings, what: str, func: Callable[[], T], retrya
         return retrying(func)
     except Exception as exc:
         if retryable(exc) and not stop.is_set():
-            raise Unreachable(f"{what}: {_one_line(exc)} (gave up after {limit} attempts)") from exc
+            raise Unreachable(f"{what}: {one_line(exc)} (gave up after {limit} attempts)") from exc
         raise
-
-
-def _one_line(exc: BaseException | None) -> str:
-    return " ".join(str(exc).split()) if exc else "failed"

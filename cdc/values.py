@@ -17,6 +17,12 @@ from typing import Any
 
 _SAFE_INT = 2**53
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def key_text(key: dict[str, Any]) -> str:
+    """A key read back from an event (``{"id": 42}``) in the event log's text form (``{"id":42}``)."""
+    return compact_json(key)
 
 
 class RawJson(str):

@@ -19,6 +19,7 @@ from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.resolution import decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
 from cdc.state.store import StateStore
+from cdc.values import key_text
 
 log = logging.getLogger("cdc.conflicts")
 HISTORY_LIMIT = 50  # changes of one row the rules look at
@@ -97,7 +98,7 @@ class Detector:
             owner = self._store.natural_key_owner(self._source, schema, table, names_json, values_json, key)
             if owner is not None:
                 owner_doc = json.loads(owner)
-                owner_change = change_from_doc(owner_doc, _key_text(owner_doc["key"]))
+                owner_change = change_from_doc(owner_doc, key_text(owner_doc["key"]))
                 found.append(duplicate_natural_key(change, owner_change, names, values))
         self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded)
         return found
@@ -128,10 +129,6 @@ def _natural_keys_touched(change: Change, rules: TableRules) -> bool:
         return True
     columns = {c for names in rules.natural_keys for c in names} | set(json.loads(change.key))  # a moved row too
     return any(change.before.get(c) != change.after.get(c) for c in columns)
-
-
-def _key_text(key: dict[str, Any]) -> str:
-    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))
 
 
 def change_from_doc(doc: dict[str, Any], key: str) -> Change:

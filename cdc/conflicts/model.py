@@ -6,9 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-TYPES = ("lost_update", "concurrent_overwrite", "duplicate_key", "update_delete", "state_regression",
-         "divergence", "stream_gap")
-SEVERITIES = ("info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True, slots=True)

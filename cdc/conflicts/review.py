@@ -15,10 +15,9 @@ from typing import Any
 from cdc.conflicts.resolution import three_way_merge
 from cdc.model import make_event_id
 from cdc.state.store import NewEvent, StateStore
-from cdc.values import dumps_row
+from cdc.values import compact_json as _dump, dumps_row
 
 REVIEW_SOURCE = "review"
-_dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class ReviewError(Exception):

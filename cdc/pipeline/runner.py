@@ -10,7 +10,6 @@ restart or reconnection is dropped by position.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -22,9 +21,10 @@ from cdc.config import Settings
 from cdc.conflicts.review import REVIEW_SOURCE
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
 from cdc.pipeline.versioner import Versioner
-from cdc.sources.base import Source, SourceError, SourceItem
+from cdc.sources.base import Source, SourceItem
 from cdc.state.store import NOWHERE, WHOLE_TRANSACTION, Position, StateStore
 from cdc.targets import Target
+from cdc.values import key_text
 
 log = logging.getLogger("cdc.pipeline")
 
@@ -48,7 +48,6 @@ class _SourceRun:
     idle_at: str | None = None
     drained: bool = False
     pending: list[tuple[int, RowChange]] = field(default_factory=list)
-    failure: BaseException | None = None
 
 
 class Pipeline:
@@ -209,7 +208,7 @@ class Pipeline:
                 break
             if held:
                 for event in events:
-                    since = held.get((event.source, event.schema, event.table, _key_text(event.key)))
+                    since = held.get((event.source, event.schema, event.table, key_text(event.key)))
                     event.held = since is not None and (event.txn_key, event.seq) >= since
             target.apply(source, events)
             position = (events[-1].txn_key, events[-1].seq)
@@ -217,7 +216,3 @@ class Pipeline:
             if len(events) < limit:
                 break
 
-
-
-def _key_text(key: dict) -> str:
-    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))

@@ -14,9 +14,8 @@ from cdc.config import Settings
 from cdc.conflicts.detector import Detector
 from cdc.model import RowChange, TxnBegin, changed_columns, make_event_id
 from cdc.state.store import NewEvent, StateStore
-from cdc.values import dumps_row, encode_value
+from cdc.values import compact_json as _dump, dumps_row, encode_value
 
-_dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Versioner:

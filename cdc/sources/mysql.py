@@ -28,6 +28,7 @@ from pymysqlreplication.event import (GtidEvent, HeartbeatLogEvent, MariadbGtidE
                                       XidEvent)
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc.logs import one_line
 from cdc.config import SourceSettings
 from cdc.dsn import DsnError, mysql_params, redact_dsn
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
@@ -99,7 +100,7 @@ class MysqlSource:
         try:
             return pymysql.connect(**self._params(), autocommit=True)
         except pymysql.err.OperationalError as exc:
-            raise SourceError(f"{self.where}: cannot connect: {_one_line(exc)}") from None
+            raise SourceError(f"{self.where}: cannot connect: {one_line(exc)}") from None
 
     def current_position(self, conn: pymysql.connections.Connection) -> str:
         """The position just after the last transaction written to the binlog."""
@@ -201,9 +202,9 @@ class MysqlSource:
                 if items and time.monotonic() >= deadline:
                     break
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError) as exc:
-            raise SourceError(f"{self.where}: connection lost: {_one_line(exc)}") from None
+            raise SourceError(f"{self.where}: connection lost: {one_line(exc)}") from None
         except pymysql.err.InternalError as exc:
-            raise SourceError(f"{self.where}: the binlog stream failed: {_one_line(exc)}") from None
+            raise SourceError(f"{self.where}: the binlog stream failed: {one_line(exc)}") from None
         return items
 
     def _handle(self, event: Any, items: list[SourceItem]) -> bool:
@@ -309,7 +310,3 @@ def _add_mysql_gtid(gtid_set: str, gtid: str) -> str:
     from pymysqlreplication.gtid import Gtid, GtidSet
 
     return str(GtidSet(gtid_set) + Gtid(gtid)).replace("\n", "")
-
-
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split())

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
+from cdc.logs import one_line
 from cdc.config import SourceSettings
 from cdc.dsn import DsnError, connect_kwargs, conninfo, redact_dsn
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
@@ -76,7 +77,7 @@ class PostgresSource:
         except DsnError as exc:
             raise SourceError(f"{self.where}: {exc}", fatal=True) from None
         except psycopg.OperationalError as exc:
-            raise SourceError(f"{self.where}: cannot connect: {_one_line(exc)}") from None
+            raise SourceError(f"{self.where}: cannot connect: {one_line(exc)}") from None
 
     def start(self, resume_position: str | None, drain: bool = False) -> None:
         self.close()
@@ -120,7 +121,7 @@ class PostgresSource:
                         options=SESSION_OPTIONS, client_encoding="UTF8")
         pgconn = pq.PGconn.connect(info.encode())
         if pgconn.status != pq.ConnStatus.OK:
-            message = _one_line(pgconn.get_error_message())
+            message = one_line(pgconn.get_error_message())
             pgconn.finish()
             raise SourceError(f"{self.where}: cannot open a replication connection: {message}")
         command = (
@@ -129,7 +130,7 @@ class PostgresSource:
         )
         result = pgconn.exec_(command.encode())
         if result.status != pq.ExecStatus.COPY_BOTH:
-            message = _one_line(pgconn.get_error_message())
+            message = one_line(pgconn.get_error_message())
             pgconn.finish()
             raise SourceError(f"{self.where}: START_REPLICATION failed: {message}")
         pgconn.nonblocking = 1
@@ -171,9 +172,9 @@ class PostgresSource:
                         self._housekeeping()
                     continue
                 raise SourceError(f"{self.where}: replication stream ended: "
-                                  f"{_one_line(pgconn.get_error_message()) or 'server closed the stream'}")
+                                  f"{one_line(pgconn.get_error_message()) or 'server closed the stream'}")
         except (psycopg.OperationalError, OSError) as exc:
-            raise SourceError(f"{self.where}: connection lost: {_one_line(exc)}") from None
+            raise SourceError(f"{self.where}: connection lost: {one_line(exc)}") from None
         except pgoutput.DecodeError as exc:
             raise SourceError(f"{self.where}: cannot decode the stream: {exc}", fatal=True) from None
         return items
@@ -187,7 +188,7 @@ class PostgresSource:
         try:
             self._housekeeping()
         except (psycopg.OperationalError, OSError) as exc:
-            raise SourceError(f"{self.where}: connection lost: {_one_line(exc)}") from None
+            raise SourceError(f"{self.where}: connection lost: {one_line(exc)}") from None
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -216,9 +217,9 @@ class PostgresSource:
                                             (HEARTBEAT_PREFIX,)).fetchone()
                 self._catalog.execute("SELECT txid_current()")
         except psycopg.OperationalError as exc:
-            raise SourceError(f"{self.where}: connection lost: {_one_line(exc)}") from None
+            raise SourceError(f"{self.where}: connection lost: {one_line(exc)}") from None
         except psycopg.Error as exc:
-            log.warning("%s: heartbeat failed: %s", self.where, _one_line(exc), extra={"source": self.name})
+            log.warning("%s: heartbeat failed: %s", self.where, one_line(exc), extra={"source": self.name})
             return 0
         return parse_lsn(row[0])
 
@@ -305,9 +306,3 @@ class PostgresSource:
 
 def _quote(identifier: str) -> str:
     return sql.Identifier(identifier).as_string(None)
-
-
-def _one_line(exc: object) -> str:
-    if isinstance(exc, bytes):
-        exc = exc.decode("utf-8", "replace")
-    return " ".join(str(exc).split())

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cdc.logs import one_line
 from cdc.config import TargetSettings
 from cdc.model import StoredEvent
 from cdc.targets import DatabaseTarget, TargetError, consecutive_runs
@@ -62,7 +63,7 @@ class PostgresTarget(DatabaseTarget):
                 (self.name,)).fetchall()
         except psycopg.Error as exc:
             self.close()
-            raise TargetError(f"target {self.name} ({redact_dsn(self._settings.dsn)}): {_one_line(exc)}") from None
+            raise TargetError(f"target {self.name} ({redact_dsn(self._settings.dsn)}): {one_line(exc)}") from None
         self._positions = {source: (txn_key, seq) for source, txn_key, seq in rows}
 
     def close(self) -> None:
@@ -88,9 +89,9 @@ class PostgresTarget(DatabaseTarget):
                     " seq = EXCLUDED.seq, event_id = EXCLUDED.event_id, applied_at = now()"
                 ).format(self._position_table), (self.name, source, last.txn_key, last.seq, last.event_id))
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise TargetError(f"target {self.name}: {_one_line(exc)}") from None
+            raise TargetError(f"target {self.name}: {one_line(exc)}") from None
         except psycopg.Error as exc:  # the data or the target's tables are wrong: retrying cannot help
-            raise TargetError(f"target {self.name}: {_one_line(exc)}", fatal=True) from None
+            raise TargetError(f"target {self.name}: {one_line(exc)}", fatal=True) from None
         except ConversionError as exc:
             raise TargetError(f"target {self.name}: {exc}", fatal=True) from None
         self._positions[source] = (last.txn_key, last.seq)
@@ -190,7 +191,3 @@ _TEXT = column_converter("text")  # a column the target lacks: the INSERT will s
 
 def _identifier(qualified: str) -> sql.Identifier:
     return sql.Identifier(*qualified.split(".", 1))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
