@@ -27,6 +27,7 @@ ENV_PREFIX = "CDC_"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
 _QUALIFIED = re.compile(r"^[^.:\s]+\.[^.:\s]+$")
+_MEMBER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}:[^.:\s]+\.[^.:\s]+$")
 
 
 class ConfigError(Exception):
@@ -109,9 +110,40 @@ class TableSettings(_Section):
 
 
 class EntitySettings(_Section):
+    """The same business entity held by tables of several sources (``"source:schema.table"``)."""
+
     name: str
-    members: list[str] = Field(min_length=1)
-    sync: bool = False
+    members: list[str] = Field(min_length=2)
+    sync: bool = False  # keep every member equal: changes and resolved rows are written to each
+    policy: Policy | None = None  # for divergence between members (default: [conflicts] policy)
+    source_priority: list[str] = []  # sources, most trusted first (ties, and fields without an owner)
+    owners: dict[str, str] = {}  # field -> the source that owns it (policy "source_priority")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return SourceSettings._valid_name(value)
+
+    @field_validator("members")
+    @classmethod
+    def _qualified_members(cls, value: list[str]) -> list[str]:
+        for member in value:
+            if not _MEMBER.match(member):
+                raise ValueError(f"{member!r} must be written as 'source:schema.table'")
+        sources = [member.split(":", 1)[0] for member in value]
+        if len(set(sources)) != len(sources):
+            raise ValueError("each member must belong to another source")
+        return value
+
+    @property
+    def member_tables(self) -> dict[str, tuple[str, str]]:
+        """Source name -> (schema, table) of its member table."""
+        found = {}
+        for member in self.members:
+            source, qualified = member.split(":", 1)
+            schema, table = qualified.split(".", 1)
+            found[source] = (schema, table)
+        return found
 
 
 class ConflictSettings(_Section):
@@ -227,6 +259,30 @@ class Settings(BaseSettings):
             if duplicates:
                 raise ValueError(f"{kind}: name {duplicates[0]!r} is used twice")
         return self
+
+    @model_validator(mode="after")
+    def _entities_name_captured_tables(self) -> "Settings":
+        captured = {(s.name, schema, table) for s in self.sources for schema, table in s.qualified_tables}
+        seen: dict[tuple[str, str, str], str] = {}
+        for entity in self.entities:
+            for source, (schema, table) in entity.member_tables.items():
+                if (source, schema, table) not in captured:
+                    raise ValueError(f"entities[{entity.name}]: member {source}:{schema}.{table} is not a table"
+                                     f" of source {source!r}'s 'tables'")
+                if (source, schema, table) in seen:
+                    raise ValueError(f"entities[{entity.name}]: {source}:{schema}.{table} already belongs to"
+                                     f" entity {seen[(source, schema, table)]!r}")
+                seen[(source, schema, table)] = entity.name
+            for name in [*entity.source_priority, *entity.owners.values()]:
+                if name not in entity.member_tables:
+                    raise ValueError(f"entities[{entity.name}]: {name!r} is not the source of one of its members")
+        return self
+
+    def entity_of(self, source: str, schema: str, table: str) -> EntitySettings | None:
+        for entity in self.entities:
+            if entity.member_tables.get(source) == (schema, table):
+                return entity
+        return None
 
     def table_settings(self, source: str, schema: str, table: str) -> TableSettings | None:
         for table_settings in self.tables:

@@ -19,6 +19,7 @@ from cdc.pipeline.runner import Pipeline
 from cdc.retry import Unreachable, retry_call
 from cdc.sources.base import SourceError, make_source
 from cdc.state.store import StateStore
+from cdc.pipeline.sync import sync_targets
 from cdc.targets import TargetError, make_target
 
 log = logging.getLogger("cdc.daemon")
@@ -65,7 +66,10 @@ class Daemon:
             return
         sources = [make_source(source) for source in self.settings.sources]
         targets = [make_target(target, store) for target in self.settings.targets]
-        self._pipeline = Pipeline(self.settings, store, sources, targets, on_conflict=self._alerter.submit)
+        syncing = {member: make_target(target, store, marks_writes=True)
+                   for member, target in sync_targets(self.settings).items()}
+        self._pipeline = Pipeline(self.settings, store, sources, targets, on_conflict=self._alerter.submit,
+                                  sync_targets=syncing)
         if self._stop.is_set():
             self._pipeline.stop()
         self._pipeline.run(drain=drain)

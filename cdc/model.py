@@ -1,7 +1,8 @@
 """The event model: row changes read from a source and the versioned events made of them.
 
 A source yields, for every committed transaction, a ``TxnBegin``, its ``RowChange`` s in
-commit order, and a ``TxnCommit``. Between transactions it may yield ``Idle`` with a
+commit order, and a ``TxnCommit``. A transaction that cdc itself wrote into the source (syncing an entity) starts with a
+``WriteBack``. Between transactions it may yield ``Idle`` with a
 position the pipeline may acknowledge once everything before it is durable.
 
 Positions: ``txn_key`` is a source-specific string whose lexicographic order is the order
@@ -12,6 +13,7 @@ order of a source's changes, used to drop anything already stored or applied.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +42,32 @@ class Idle:
 
     resume_position: str
     reached: str = ""  # the position the stream has reached, for --drain
+
+
+@dataclass(slots=True)
+class WriteBack:
+    """Marks the transaction it opens as cdc's own write of synced rows into this source.
+
+    ``target`` wrote the events of pseudo-source ``source`` up to ``(txn_key, seq)``; the
+    transaction's row changes are echoes of that write, never new changes.
+    """
+
+    target: str
+    source: str
+    txn_key: str
+    seq: int
+
+    def to_json(self) -> str:
+        return json.dumps({"target": self.target, "source": self.source, "txn_key": self.txn_key, "seq": self.seq})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "WriteBack | None":
+        """The marker a write-back transaction carries; None if ``text`` is not one."""
+        try:
+            data = json.loads(text)
+            return cls(str(data["target"]), str(data["source"]), str(data["txn_key"]), int(data["seq"]))
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 @dataclass(slots=True)
@@ -94,3 +122,21 @@ def changed_columns(before: dict[str, Any] | None, after: dict[str, Any] | None)
     if before is None:
         return list(after)
     return [name for name, value in after.items() if name not in before or before[name] != value]
+
+
+# Syncing an entity: the rows cdc writes into a member source are the events of the
+# pseudo-source "sync:<member>", applied by the target "sync-<member>", whose transactions
+# mark themselves (PostgreSQL: a logical message; MySQL: the row of SYNC_POSITION_TABLE,
+# written first) so that the member's stream tells them from new changes.
+SYNC_MESSAGE_PREFIX = "cdc.sync"
+SYNC_POSITION_TABLE = "cdc.sync_positions"
+
+
+def sync_source(member: str) -> str:
+    """The pseudo-source of the rows to write into the member source ``member``."""
+    return f"sync:{member}"
+
+
+def sync_target(member: str) -> str:
+    """The name of the target that writes synced rows into the member source ``member``."""
+    return f"sync-{member}"

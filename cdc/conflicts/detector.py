@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
-from cdc.conflicts.resolution import decide, policy_for
+from cdc.conflicts.resolution import Decision, decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
 from cdc.state.store import StateStore
 from cdc.values import key_text
@@ -68,6 +68,22 @@ class Detector:
             del history[0]
         return found
 
+    def observe(self, doc: dict[str, Any], key: str) -> None:
+        """Note a change without running the rules (an echo of cdc's own write): it is the
+        history the next change is compared with."""
+        if doc["op"] not in ("insert", "update", "delete"):
+            return
+        change = change_from_doc(doc, key)
+        history = self._row_history(doc["schema"], doc["table"], key, seen=True)
+        history.append(change)
+        if len(history) > HISTORY_LIMIT:
+            del history[0]
+        rules = self.rules(doc["schema"], doc["table"])
+        if rules.natural_keys and _natural_keys_touched(change, rules):
+            natural = natural_key_values(change, rules)
+            self._store.set_natural_keys(self._source, doc["schema"], doc["table"], key, change.event_id,
+                                         [(json.dumps(list(n)), json.dumps(v, default=str)) for n, v in natural])
+
     def forget_table(self, schema: str, table: str) -> None:
         """The table was truncated."""
         for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
@@ -103,14 +119,17 @@ class Detector:
         self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded)
         return found
 
-    def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int]) -> str:
-        """Store a conflict (inside the event's transaction), decide it by policy, log it; its id."""
+    def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int],
+               decision: Decision | None = None) -> str:
+        """Store a conflict (inside the event's transaction), decide it by policy unless
+        ``decision`` is given, log it; its id."""
         last = conflict.events[-1]
         conflict_id = f"{conflict.type}:{last.event_id}"
-        settings = self._settings.table_settings(self._source, schema, table)
-        policy = policy_for(conflict, settings.policy if settings else None,
-                            settings.field_policies if settings else {}, self._settings.conflicts.policy)
-        decision = decide(conflict, policy, settings.repair if settings else "off")
+        if decision is None:
+            settings = self._settings.table_settings(self._source, schema, table)
+            policy = policy_for(conflict, settings.policy if settings else None,
+                                settings.field_policies if settings else {}, self._settings.conflicts.policy)
+            decision = decide(conflict, policy, settings.repair if settings else "off")
         self._store.add_conflict(conflict_id, self._source, conflict, decision.status, decision.resolution)
         if decision.hold:
             self._store.hold(self._source, schema, table, conflict.key, conflict_id, position)

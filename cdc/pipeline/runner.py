@@ -19,7 +19,8 @@ from typing import Callable
 
 from cdc.config import Settings
 from cdc.conflicts.review import REVIEW_SOURCE
-from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
+from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack, sync_source
+from cdc.pipeline.sync import EntitySync
 from cdc.pipeline.versioner import Versioner
 from cdc.sources.base import Source, SourceItem
 from cdc.state.store import NOWHERE, WHOLE_TRANSACTION, Position, StateStore
@@ -44,6 +45,8 @@ class _SourceRun:
     txn: TxnBegin | None = None
     seq: int = 0
     to_ack: str | None = None
+    write_back: WriteBack | None = None  # the transaction is cdc's own write into this source
+    write_back_noted: bool = False
     acked: str | None = None
     idle_at: str | None = None
     drained: bool = False
@@ -52,11 +55,14 @@ class _SourceRun:
 
 class Pipeline:
     def __init__(self, settings: Settings, store: StateStore, sources: list[Source], targets: list[Target],
-                 on_conflict: Callable[[dict], None] | None = None) -> None:
+                 on_conflict: Callable[[dict], None] | None = None,
+                 sync_targets: dict[str, Target] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.targets = targets
-        self.runs = {source.name: _SourceRun(source, Versioner(settings, store, source.name, on_conflict))
+        self.sync_targets = sync_targets or {}  # member source -> the target writing synced rows into it
+        self.sync = EntitySync(settings, store)
+        self.runs = {source.name: _SourceRun(source, Versioner(settings, store, source.name, on_conflict, self.sync))
                      for source in sources}
         self._queue: queue.Queue[tuple[str, list[SourceItem] | BaseException]] = queue.Queue(QUEUE_BATCHES)
         self._stop = threading.Event()
@@ -71,7 +77,7 @@ class Pipeline:
 
     def run(self, drain: bool = False) -> None:
         """Stream until ``stop()`` (or, with ``drain``, until every source is drained)."""
-        for target in self.targets:
+        for target in self._all_targets():
             target.open()
         for name, run in self.runs.items():
             state = self.store.source_state(name)
@@ -90,7 +96,7 @@ class Pipeline:
                 thread.join(timeout=10)
             for run in self.runs.values():
                 run.source.close()
-            for target in self.targets:
+            for target in self._all_targets():
                 target.close()
 
     def _read(self, run: _SourceRun) -> None:
@@ -143,6 +149,10 @@ class Pipeline:
                         self._store(run)
             elif kind is TxnBegin:
                 run.txn, run.seq = item, 0
+                run.write_back, run.write_back_noted = None, False
+            elif kind is WriteBack:
+                self._store(run)  # what came before the marker is not an echo
+                run.write_back = item
             elif kind is TxnCommit:
                 self._store(run, commit=item)
             elif kind is Idle:
@@ -157,10 +167,15 @@ class Pipeline:
             return
         name = run.source.name
         already_complete = txn.txn_key <= run.complete_txn
-        if run.pending or (commit and not already_complete):
+        note_write_back = run.write_back is not None and not run.write_back_noted and not already_complete
+        if run.pending or (commit and not already_complete) or note_write_back:
             with self.store.transaction():
+                if note_write_back:
+                    self.sync.echoed(name, run.write_back)
+                    run.write_back_noted = True
+                echo = run.write_back is not None
                 for seq, change in run.pending:  # one by one: each is the history of the next
-                    self.store.append([run.versioner.version(txn, seq, change)])
+                    self.store.append([run.versioner.version(txn, seq, change, echo)])
                 if run.pending:
                     self.store.set_stored(name, txn.txn_key, run.pending[-1][0])
                 if commit and not already_complete:
@@ -186,7 +201,10 @@ class Pipeline:
         for name, complete_txn in upto.items():
             for target in self.targets:
                 self._apply(target, name, complete_txn, held)
-        for target in self.targets:
+        for member, target in self.sync_targets.items():
+            pseudo = sync_source(member)
+            self._apply(target, pseudo, self.store.last_txn(pseudo), {})
+        for target in self._all_targets():
             target.checkpoint()
         for name, run in self.runs.items():
             position = run.idle_at or run.to_ack
@@ -195,6 +213,9 @@ class Pipeline:
                 self.store.set_acked(name, position)
                 run.acked = position
             run.to_ack = None
+
+    def _all_targets(self) -> list[Target]:
+        return [*self.targets, *self.sync_targets.values()]
 
     def _apply(self, target: Target, source: str, upto_txn: str,
                held: dict[tuple[str, str, str, str], Position]) -> None:

@@ -11,26 +11,33 @@ import json
 from typing import Callable
 
 from cdc.config import Settings
-from cdc.conflicts.detector import Detector
+from cdc.conflicts.detector import Detector, change_from_doc
 from cdc.model import RowChange, TxnBegin, changed_columns, make_event_id
+from cdc.pipeline.sync import EntitySync
 from cdc.state.store import NewEvent, StateStore
 from cdc.values import compact_json as _dump, dumps_row, encode_value
 
+
+
+_ECHO = ',"echo":true'  # cdc's own write into the source, come back on its stream
 
 
 class Versioner:
     """Makes the events of one source's changes; call inside ``store.transaction()``."""
 
     def __init__(self, settings: Settings, store: StateStore, source: str,
-                 on_conflict: Callable[[dict], None] | None = None) -> None:
+                 on_conflict: Callable[[dict], None] | None = None, sync: EntitySync | None = None) -> None:
         self._settings = settings
         self._store = store
         self._source = source
         self._writer_columns: dict[tuple[str, str], str | None] = {}
-        self._detector = Detector(settings, store, source, on_conflict) if settings.conflicts.detect else None
+        self._recorder = Detector(settings, store, source, on_conflict)
+        self._detector = self._recorder if settings.conflicts.detect else None
+        self._sync = sync or EntitySync(settings, store)
 
-    def version(self, txn: TxnBegin, seq: int, change: RowChange) -> NewEvent:
-        """The event for a change, its row's version counted in the state store."""
+    def version(self, txn: TxnBegin, seq: int, change: RowChange, echo: bool = False) -> NewEvent:
+        """The event for a change, its row's version counted in the state store; an ``echo`` (a row
+        cdc itself wrote into this source) is stored, but never taken for a new change."""
         key_json = dumps_row(change.key)
         event_id = make_event_id(self._source, txn.position, seq)
         was_live = None
@@ -57,13 +64,23 @@ class Versioner:
             f'"key":{key_json},"version":{version},"before":{dumps_row(change.before)},'
             f'"after":{dumps_row(change.after)},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
             f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
-            f'"writer":{encode_value(writer)},"conflicts":[]}}'
+            f'"writer":{encode_value(writer)},"conflicts":[]{_ECHO if echo else ""}}}'
         )
-        if self._detector is not None and change.op != "truncate":
-            conflicts = self._detector.check(json.loads(doc), key_json, was_live)
-            if conflicts:
+        entity = self._sync.entity_of(self._source, change.schema, change.table)
+        if echo:
+            if self._detector is not None:
+                self._detector.observe(json.loads(doc), key_json)
+        elif change.op != "truncate" and (self._detector is not None or entity is not None):
+            parsed = json.loads(doc)
+            ids = []
+            if self._detector is not None:
                 ids = [self._detector.record(conflict, change.schema, change.table, (txn.txn_key, seq))
-                       for conflict in conflicts]
+                       for conflict in self._detector.check(parsed, key_json, was_live)]
+            if entity is not None:
+                ids += self._sync.observe(entity, change_from_doc(parsed, key_json),
+                                          self._recorder.rules(change.schema, change.table), (txn.txn_key, seq),
+                                          self._recorder.record)
+            if ids:
                 doc = doc[: -len('"conflicts":[]}')] + f'"conflicts":{_dump(ids)}}}'
         native = None
         if change.native_after is not None or change.native_before is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
+from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack
 
-SourceItem = TxnBegin | RowChange | TxnCommit | Idle
+SourceItem = TxnBegin | RowChange | TxnCommit | Idle | WriteBack
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from cdc.logs import one_line
 from cdc.config import SourceSettings
 from cdc.dsn import DsnError, mysql_params, redact_dsn
-from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
+from cdc.model import SYNC_POSITION_TABLE, Idle, RowChange, TxnBegin, TxnCommit, WriteBack, sync_target
 from cdc.sources import mysql_positions as positions
 from cdc.sources.base import SourceError, SourceItem
 from cdc.sources.mysql_values import column_converters, convert_row
@@ -44,6 +44,7 @@ log = logging.getLogger("cdc.source.mysql")
 pymysqlreplication.binlogstream.MYSQL_EXPECTED_ERROR_CODES = []
 
 HEARTBEAT_SECONDS = 1.0
+_SYNC_TABLE = tuple(SYNC_POSITION_TABLE.split(".", 1))
 _EVENTS = [MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, HeartbeatLogEvent,
            WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent]
 _KEY_SQL = ("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s"
@@ -153,7 +154,7 @@ class MysqlSource:
         params = {k: v for k, v in self._params().items() if k != "database"}
         options: dict[str, Any] = dict(
             connection_settings=params, server_id=self.settings.server_id, blocking=True, resume_stream=True,
-            only_events=_EVENTS, only_schemas=sorted({schema for schema, _ in self._captured}),
+            only_events=_EVENTS, only_schemas=sorted({schema for schema, _ in self._captured} | {_SYNC_TABLE[0]}),
             slave_heartbeat=HEARTBEAT_SECONDS, is_mariadb=self.is_mariadb, enable_logging=False)
         if kind == "file_pos":
             file_pos = positions.parse_file_pos(position)
@@ -213,6 +214,8 @@ class MysqlSource:
         if kind in (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent):
             if (event.schema, event.table) in self._captured and self._pending is not None:
                 self._rows(event, items)
+            elif (event.schema, event.table) == _SYNC_TABLE and self._pending is not None:
+                self._write_back(event, items)
         elif kind is XidEvent:
             self._commit(event, items)
         elif kind is QueryEvent:
@@ -240,12 +243,24 @@ class MysqlSource:
         return _Pending(gtid, gtid or f"{self._file}:{offset}", positions.txn_key(self._file, offset),
                         datetime.fromtimestamp(event.timestamp, timezone.utc))
 
-    def _rows(self, event: Any, items: list[SourceItem]) -> None:
+    def _begin(self, items: list[SourceItem]) -> None:
         pending = self._pending
         assert pending is not None
         if not pending.begun:
             pending.begun = True
             items.append(TxnBegin(pending.txn_key, pending.position, pending.gtid, pending.commit_ts))
+
+    def _write_back(self, event: Any, items: list[SourceItem]) -> None:
+        """The row cdc's sync target writes first in each of its transactions into this source."""
+        for row in event.rows:
+            values = row.get("after_values") or row.get("values") or {}
+            if values.get("target") == sync_target(self.name):
+                self._begin(items)
+                items.append(WriteBack(values["target"], _text(values["source"]), _text(values["txn_key"]),
+                                       int(values["seq"])))
+
+    def _rows(self, event: Any, items: list[SourceItem]) -> None:
+        self._begin(items)
         table = self._table(event.schema, event.table)
         converters = table.converters.get(event.table_id)
         if converters is None:
@@ -304,6 +319,10 @@ class MysqlSource:
                         if data_type.lower() == "json" or f"json_valid(`{name.lower()}`)" in checks}
         found = self._tables[(schema, table)] = _Table(key, json_columns, {})
         return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _add_mysql_gtid(gtid_set: str, gtid: str) -> str:

@@ -20,7 +20,7 @@ from psycopg import pq, sql
 from cdc.logs import one_line
 from cdc.config import SourceSettings
 from cdc.dsn import DsnError, connect_kwargs, conninfo, redact_dsn
-from cdc.model import Idle, RowChange, TxnBegin, TxnCommit
+from cdc.model import SYNC_MESSAGE_PREFIX, Idle, RowChange, TxnBegin, TxnCommit, WriteBack
 from cdc.sources import pgoutput
 from cdc.sources.base import SourceError, SourceItem
 from cdc.sources.pg_protocol import Keepalive, format_lsn, parse_copy_data, parse_lsn, standby_status_update
@@ -256,8 +256,13 @@ class PostgresSource:
             for relid in message.relids:
                 relation = self._relations[relid]
                 items.append(RowChange(relation.schema, relation.table, "truncate", {}, None, None))
-        elif kind is pgoutput.Message and not message.transactional and self._txn is None:
-            self._idle(message.lsn, items)
+        elif kind is pgoutput.Message:
+            if not message.transactional and self._txn is None:
+                self._idle(message.lsn, items)
+            elif message.transactional and message.prefix == SYNC_MESSAGE_PREFIX:
+                marker = WriteBack.from_json(message.content)
+                if marker is not None:
+                    items.append(marker)
 
     def _idle(self, lsn: int, items: list[SourceItem]) -> None:
         drained = self._drain_target is not None and lsn >= self._drain_target

@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS held_keys (
     seq INTEGER NOT NULL,
     PRIMARY KEY (source, schema_name, table_name, key, conflict_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entity_rows (
+    entity TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (entity, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS target_positions (
     target TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -354,6 +360,24 @@ class StateStore:
             "INSERT INTO sources (source, stored_txn, stored_seq, updated_at) VALUES (?1, ?2, ?3, ?4)"
             " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = ?3, updated_at = ?4",
             (source, txn_key, seq, time.time()))
+
+    # -- entities held by several sources ---------------------------------------------
+
+    def entity_row(self, entity: str, key: str) -> str | None:
+        """The state of an entity key (``cdc.conflicts.vectors.EntityRow`` as JSON), if any."""
+        row = self._db.execute("SELECT state FROM entity_rows WHERE entity = ? AND key = ?", (entity, key)).fetchone()
+        return row[0] if row else None
+
+    def set_entity_row(self, entity: str, key: str, state: str) -> None:
+        self._db.execute("INSERT INTO entity_rows VALUES (?1, ?2, ?3) ON CONFLICT (entity, key) DO UPDATE"
+                         " SET state = ?3", (entity, key, state))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2", (key, value))
 
     # -- reading events ------------------------------------------------------------
 

@@ -46,11 +46,12 @@ class DatabaseTarget:
     """What the database targets share: positions kept in the target database and written in
     the same transaction as each batch, so a checkpoint has nothing more to make durable."""
 
-    def __init__(self, settings: TargetSettings) -> None:
+    def __init__(self, settings: TargetSettings, marks_writes: bool = False) -> None:
         self.name = settings.name
         self.batch_size = settings.batch_size
         self._settings = settings
         self._positions: dict[str, Position] = {}
+        self._marks_writes = marks_writes  # a sync target: each transaction says it is cdc's own write
 
     def position(self, source: str) -> Position | None:
         return self._positions.get(source)
@@ -75,7 +76,8 @@ def consecutive_runs(actions: Iterable[tuple[Hashable, tuple[Any, ...]]]
         yield current, run
 
 
-def make_target(settings: TargetSettings, store: StateStore) -> Target:
+def make_target(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> Target:
+    """The target of ``settings``; ``marks_writes`` for a sync target (a database source written back)."""
     if settings.kind == "jsonl":
         from cdc.targets.jsonl import JsonlTarget
 
@@ -83,9 +85,9 @@ def make_target(settings: TargetSettings, store: StateStore) -> Target:
     if settings.kind == "postgres":
         from cdc.targets.postgres import PostgresTarget
 
-        return PostgresTarget(settings)
+        return PostgresTarget(settings, marks_writes)
     if settings.kind == "mysql":
         from cdc.targets.mysql import MysqlTarget
 
-        return MysqlTarget(settings)
+        return MysqlTarget(settings, marks_writes)
     raise TargetError(f"target {settings.name}: unknown kind {settings.kind!r}")

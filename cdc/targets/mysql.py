@@ -50,8 +50,8 @@ class _Table:
 
 
 class MysqlTarget(DatabaseTarget):
-    def __init__(self, settings: TargetSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: TargetSettings, marks_writes: bool = False) -> None:
+        super().__init__(settings, marks_writes)
         self._conn: pymysql.connections.Connection | None = None
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._statements: dict[tuple, str] = {}
@@ -104,13 +104,15 @@ class MysqlTarget(DatabaseTarget):
         try:
             actions = [action for event in events for action in self._actions(event)]
             with self._conn.cursor() as cur:
-                for statement, params in consecutive_runs(actions):
-                    cur.executemany(statement, params)
+                # the position first: for a sync target it tells the source's stream that the
+                # transaction's rows are echoes of cdc's own write
                 cur.execute(
                     f"INSERT INTO {self._position_table} (target, source, txn_key, seq, event_id)"
                     " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE txn_key = VALUES(txn_key),"
                     " seq = VALUES(seq), event_id = VALUES(event_id), applied_at = CURRENT_TIMESTAMP(6)",
                     (self.name, source, last.txn_key, last.seq, last.event_id))
+                for statement, params in consecutive_runs(actions):
+                    cur.executemany(statement, params)
             self._conn.commit()
         except TargetError:
             self._rollback()

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from cdc.logs import one_line
 from cdc.config import TargetSettings
-from cdc.model import StoredEvent
+from cdc.model import SYNC_MESSAGE_PREFIX, StoredEvent, WriteBack
 from cdc.targets import DatabaseTarget, TargetError, consecutive_runs
 from cdc.targets.convert import (ConversionError, Converter, column_converter, convert_row, load_doc,
                                  postgres_family)
@@ -35,8 +35,8 @@ class _Action:
 
 
 class PostgresTarget(DatabaseTarget):
-    def __init__(self, settings: TargetSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: TargetSettings, marks_writes: bool = False) -> None:
+        super().__init__(settings, marks_writes)
         self._conn: psycopg.Connection | None = None
         self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self._statements: dict[tuple, sql.Composed] = {}
@@ -81,6 +81,10 @@ class PostgresTarget(DatabaseTarget):
         try:
             actions = [action for event in events for action in self._actions(event)]
             with self._conn.transaction(), self._conn.cursor() as cur:
+                if self._marks_writes:  # first, so that the source's stream knows the rows as echoes
+                    marker = WriteBack(self.name, source, last.txn_key, last.seq)
+                    cur.execute("SELECT pg_logical_emit_message(true, %s, %s)",
+                                (SYNC_MESSAGE_PREFIX, marker.to_json()))
                 for statement, params in consecutive_runs((a.statement, a.params) for a in actions):
                     cur.executemany(statement, params)
                 cur.execute(sql.SQL(
