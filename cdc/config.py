@@ -86,6 +86,12 @@ class SourceSettings(_Section):
         return self.publication or "cdc_" + self.name.lower().replace("-", "_")
 
     @property
+    def sync_target_name(self) -> str:
+        """The target that writes synced rows into this source: unique per daemon, as its
+        positions may share a server with other daemons' (the slot, or the server id)."""
+        return f"sync-{self.name}-{self.slot_name if self.kind == 'postgres' else self.server_id}"
+
+    @property
     def qualified_tables(self) -> list[tuple[str, str]]:
         return [tuple(t.split(".", 1)) for t in self.tables]  # type: ignore[misc]
 

@@ -125,7 +125,7 @@ def changed_columns(before: dict[str, Any] | None, after: dict[str, Any] | None)
 
 
 # Syncing an entity: the rows cdc writes into a member source are the events of the
-# pseudo-source "sync:<member>", applied by the target "sync-<member>", whose transactions
+# pseudo-source "sync:<member>", applied by the member's sync target, whose transactions
 # mark themselves (PostgreSQL: a logical message; MySQL: the row of SYNC_POSITION_TABLE,
 # written first) so that the member's stream tells them from new changes.
 SYNC_MESSAGE_PREFIX = "cdc.sync"
@@ -135,8 +135,3 @@ SYNC_POSITION_TABLE = "cdc.sync_positions"
 def sync_source(member: str) -> str:
     """The pseudo-source of the rows to write into the member source ``member``."""
     return f"sync:{member}"
-
-
-def sync_target(member: str) -> str:
-    """The name of the target that writes synced rows into the member source ``member``."""
-    return f"sync-{member}"

@@ -83,10 +83,12 @@ tables = ["{self.erp_db}.customers"]
 [[tables]]
 match = "public.customers"
 writer_column = "updated_by"
+natural_keys = [["email"]]
 
 [[tables]]
 match = "{self.erp_db}.customers"
 writer_column = "updated_by"
+natural_keys = [["email"]]
 
 [[entities]]
 name = "customer"
@@ -245,6 +247,24 @@ def test_concurrent_changes_of_one_customer_in_both_sources(pg_server, mariadb_s
     assert merged["phone"] == "555-0799" and Decimal(str(merged["credit_limit"])) == 900
     assert two.crm_rows() == two.erp_rows()
     assert two.crm_rows()[0][2:5] == ("555-0799", "bo@x.io", "900.00")
+
+
+def test_duplicate_inserts_of_a_natural_key_across_the_two_sources(two):
+    with two.crm() as crm:
+        crm.execute("INSERT INTO customers VALUES (100, 'Cy', '555-1000', 'cy@x.io', 10, 'sales-app')")
+    with two.erp(two.erp_db) as erp, erp.cursor() as cur:
+        cur.execute("INSERT INTO customers VALUES (200, 'Cy', '555-2000', 'cy@x.io', 10, 'erp-user')")
+    for _ in range(3):  # the inserts, then the synced rows' echoes
+        result = two.cdc("run", "--drain")
+        assert result.returncode == 0, result.stderr[-3000:]
+    conflicts = two.conflicts("--type", "duplicate_key")
+    assert len(conflicts) == 1, conflicts
+    conflict = conflicts[0]
+    assert conflict["fields"] == ["email"]
+    assert {json.dumps(json.loads(conflict["key"]))} <= {'{"id": 100}', '{"id": 200}'}
+    assert {e["event_id"].split(":", 1)[0] for e in conflict["events"]} == {"crm", "erp"}
+    assert "cy@x.io" in conflict["explanation"]
+    assert [r[0] for r in two.crm_rows()] == [r[0] for r in two.erp_rows()] == [100, 200]
 
 
 def test_two_way_sync_under_concurrent_writers_for_a_minute(two):

@@ -35,6 +35,7 @@ class Detector:
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
         self._rules: dict[tuple[str, str], TableRules] = {}
+        self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self._history: OrderedDict[tuple[str, str, str], list[Change]] = OrderedDict()
 
     def rules(self, schema: str, table: str) -> TableRules:
@@ -45,6 +46,17 @@ class Detector:
                 version_column=t.version_column, writer_column=t.writer_column,
                 ignore_columns=frozenset(t.ignore_columns), natural_keys=tuple(tuple(k) for k in t.natural_keys),
                 status_column=t.status_column, status_order=tuple(t.status_order))
+        return found
+
+    def _entity_members(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        """This table, then the tables of the same entity in other sources (a natural key
+        belongs to the entity, whichever source holds it)."""
+        found = self._members.get((schema, table))
+        if found is None:
+            entity = self._settings.entity_of(self._source, schema, table)
+            others = [] if entity is None else [(source, *member) for source, member in entity.member_tables.items()
+                                                if source != self._source]
+            found = self._members[(schema, table)] = [(self._source, schema, table), *others]
         return found
 
     def check(self, doc: dict[str, Any], key: str, was_live: bool | None = None) -> list[Conflict]:
@@ -111,7 +123,12 @@ class Detector:
         natural = natural_key_values(change, rules)
         encoded = [(json.dumps(list(names)), json.dumps(values, default=str)) for names, values in natural]
         for (names, values), (names_json, values_json) in zip(natural, encoded):
-            owner = self._store.natural_key_owner(self._source, schema, table, names_json, values_json, key)
+            owner = None
+            for source, member_schema, member_table in self._entity_members(schema, table):
+                owner = self._store.natural_key_owner(source, member_schema, member_table, names_json, values_json,
+                                                      key)
+                if owner is not None:
+                    break
             if owner is not None:
                 owner_doc = json.loads(owner)
                 owner_change = change_from_doc(owner_doc, key_text(owner_doc["key"]))

@@ -27,7 +27,7 @@ from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.resolution import Decision
 from cdc.conflicts.rules import SEVERITY
 from cdc.conflicts.vectors import EntityRow, Side, differing_fields, observe, resolve
-from cdc.model import SYNC_POSITION_TABLE, WriteBack, make_event_id, sync_source, sync_target
+from cdc.model import SYNC_POSITION_TABLE, WriteBack, make_event_id, sync_source
 from cdc.state.store import NOWHERE, NewEvent, Position, StateStore
 from cdc.values import compact_json as _dump, dumps_row
 
@@ -45,7 +45,7 @@ def sync_targets(settings: Settings) -> dict[str, TargetSettings]:
             continue
         for member in entity.member_tables:
             source = settings.source(member)
-            found[member] = TargetSettings(name=sync_target(member), kind=source.kind, dsn=source.dsn,
+            found[member] = TargetSettings(name=source.sync_target_name, kind=source.kind, dsn=source.dsn,
                                            password=source.password, position_table=SYNC_POSITION_TABLE)
     return found
 

@@ -31,7 +31,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from cdc.logs import one_line
 from cdc.config import SourceSettings
 from cdc.dsn import DsnError, mysql_params, redact_dsn
-from cdc.model import SYNC_POSITION_TABLE, Idle, RowChange, TxnBegin, TxnCommit, WriteBack, sync_target
+from cdc.model import SYNC_POSITION_TABLE, Idle, RowChange, TxnBegin, TxnCommit, WriteBack
 from cdc.sources import mysql_positions as positions
 from cdc.sources.base import SourceError, SourceItem
 from cdc.sources.mysql_values import column_converters, convert_row
@@ -254,9 +254,9 @@ class MysqlSource:
         """The row cdc's sync target writes first in each of its transactions into this source."""
         for row in event.rows:
             values = row.get("after_values") or row.get("values") or {}
-            if values.get("target") == sync_target(self.name):
+            if _text(values.get("target", "")) == self.settings.sync_target_name:
                 self._begin(items)
-                items.append(WriteBack(values["target"], _text(values["source"]), _text(values["txn_key"]),
+                items.append(WriteBack(_text(values["target"]), _text(values["source"]), _text(values["txn_key"]),
                                        int(values["seq"])))
 
     def _rows(self, event: Any, items: list[SourceItem]) -> None:
