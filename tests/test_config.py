@@ -49,3 +49,30 @@ def test_secrets_from_env_and_files_are_never_shown(tmp_path):
     shown = repr(settings) + str(settings.model_dump())
     assert "s3cret" not in shown
     assert redact_dsn("postgresql://cdc:hunter2@db1:5433/crm") == "cdc@db1:5433/crm"
+
+
+@pytest.mark.parametrize("members, message", [
+    ('["crm:public.customers", "erp:erp.clients"]', "member erp:erp.clients is not a table of source 'erp'"),
+    ('["crm:public.customers", "crm:public.contacts"]', "each member must belong to another source"),
+    ('["public.customers", "erp:erp.customers"]', "'public.customers' must be written as 'source:schema.table'"),
+    ('["crm:public.customers"]', "at least 2 items"),
+])
+def test_entities_name_captured_tables_of_distinct_sources(tmp_path, members, message):
+    text = EXAMPLE.read_text().replace('members = ["crm:public.customers", "erp:erp.customers"]',
+                                       f"members = {members}")
+    config = tmp_path / "cdc.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=r"entities\[customer\].*") as error:
+        load_settings(config, environ={})
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_documented_entity_and_its_sync_targets():
+    from cdc.pipeline.sync import sync_targets
+
+    settings = load_settings(EXAMPLE, environ={})
+    assert settings.entity_of("erp", "erp", "customers").name == "customer"
+    targets = sync_targets(settings)
+    assert {member: (t.name, t.kind, t.position_table) for member, t in targets.items()} == {
+        "crm": ("sync-crm-cdc_crm", "postgres", "cdc.sync_positions"),
+        "erp": ("sync-erp-4242", "mysql", "cdc.sync_positions")}
