@@ -103,7 +103,7 @@ class TableSettings(_Section):
     match: str
     policy: Policy | None = None  # default: [conflicts] policy
     field_policies: dict[str, Policy] = {}
-    repair: Literal["off", "propose"] = "off"
+    repair: Literal["off", "propose", "write"] = "off"  # a lost update's merged row: proposed, or written back
     version_column: str | None = None
     writer_column: str | None = None
     ignore_columns: list[str] = []

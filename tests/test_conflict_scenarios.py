@@ -187,6 +187,30 @@ def test_repair_proposes_the_row_that_restores_the_lost_change(pg_server, tmp_pa
         assert dst.execute("SELECT phone, email FROM customers").fetchall() == [("555-0100", "b@x.io")]
 
 
+def test_repair_writes_the_restored_row_back_into_the_source(pg_server, tmp_path):
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
+                   extra_config=CONFIG.replace('ignore_columns = ["updated_at"]',
+                                               'ignore_columns = ["updated_at"]\nrepair = "write"'))
+    crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
+                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+        conn.execute("UPDATE customers SET phone = '555-0199', lock_version = 2, updated_by = 'sales-app'")
+        conn.execute("UPDATE customers SET phone = '555-0100', email = 'b@x.io', lock_version = 3,"
+                     " updated_by = 'erp-sync'")
+    crm.drain()
+    crm.drain()  # the written-back row comes back on the stream
+    [conflict] = _conflicts(crm, "--type", "lost_update")
+    assert conflict["status"] == "auto_resolved" and conflict["resolution"]["written_back"]
+    with crm.source() as conn:
+        rows = conn.execute("SELECT id, name, phone, email FROM customers").fetchall()
+    assert rows == [(42, "Ada", "555-0199", "b@x.io")]
+    with crm.target() as dst:  # and reached the target as the source's own change
+        assert dst.execute("SELECT id, name, phone, email FROM customers").fetchall() == rows
+    echoes = [e for e in crm.events() if e.get("echo")]
+    assert [(e["key"], e["after"]["phone"], e["conflicts"]) for e in echoes] == [({"id": 42}, "555-0199", [])]
+
+
 def test_truncate_and_key_changes_end_rows_without_false_duplicates(crm):
     with crm.source() as conn:
         conn.execute("INSERT INTO customers (id, name, email) VALUES (1, 'a', 'a@x.io'), (2, 'b', 'b@x.io')")

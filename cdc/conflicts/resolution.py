@@ -4,7 +4,8 @@ A single source's row is the truth: a conflict there is resolved automatically t
 latest write, unless its policy is ``manual`` (the key is held, targets keep the last
 agreed row until a person resolves it) or the table asks for ``repair = "propose"`` (a
 lost update gets the merged row that restores the lost change as a proposal in the review
-queue). A stream gap is never resolved automatically.
+queue, or with ``repair = "write"`` written back into the source). A stream gap is never
+resolved automatically.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ def decide(conflict: Conflict, policy: str, repair: str = "off") -> Decision:
         return Decision("pending", False, None)
     if policy == "manual":
         return Decision("pending", True, {"policy": "manual"})
-    if repair == "propose" and conflict.type == "lost_update" and len(conflict.events) == 2:
+    if repair in ("propose", "write") and conflict.type == "lost_update" and len(conflict.events) == 2:
         proposed = merged_row(conflict)
-        if proposed is not None:
+        if proposed is not None and repair == "propose":
             return Decision("pending", False, {"policy": policy, "proposed_row": proposed})
+        if proposed is not None:
+            return Decision("auto_resolved", False, {"policy": policy, "winner": "merged",
+                                                     "resolved_row": proposed, "written_back": True})
     return Decision("auto_resolved", False, {"policy": policy, "winner": latest.event_id,
                                              "resolved_row": latest.after})
 

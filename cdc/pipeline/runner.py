@@ -10,6 +10,7 @@ restart or reconnection is dropped by position.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -203,7 +204,7 @@ class Pipeline:
                 self._apply(target, name, complete_txn, held)
         for member, target in self.sync_targets.items():
             pseudo = sync_source(member)
-            self._apply(target, pseudo, self.store.last_txn(pseudo), {})
+            self._apply(target, pseudo, self.store.last_txn(pseudo), {}, skip=self.sync.stale_repair)
         for target in self._all_targets():
             target.checkpoint()
         for name, run in self.runs.items():
@@ -217,8 +218,8 @@ class Pipeline:
     def _all_targets(self) -> list[Target]:
         return [*self.targets, *self.sync_targets.values()]
 
-    def _apply(self, target: Target, source: str, upto_txn: str,
-               held: dict[tuple[str, str, str, str], Position]) -> None:
+    def _apply(self, target: Target, source: str, upto_txn: str, held: dict[tuple[str, str, str, str], Position],
+               skip: Callable[[dict], bool] | None = None) -> None:
         position = target.position(source) or NOWHERE
         if not upto_txn or position[0] > upto_txn:
             return
@@ -231,6 +232,9 @@ class Pipeline:
                 for event in events:
                     since = held.get((event.source, event.schema, event.table, key_text(event.key)))
                     event.held = since is not None and (event.txn_key, event.seq) >= since
+            if skip is not None:
+                for event in events:
+                    event.held = skip(json.loads(event.json))
             target.apply(source, events)
             position = (events[-1].txn_key, events[-1].seq)
             self.store.record_target_position(target.name, source, position)

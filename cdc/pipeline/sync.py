@@ -13,6 +13,9 @@ Those writes come back on the member's stream as a transaction that starts with 
 but never synced again. The marker tells which synced rows the member now holds; if a
 member's last synced row is older than the agreed row (a change of its own came in
 between), the agreed row is sent to it again, so that every member ends equal.
+
+The same sync target writes a single source's repaired rows (a lost update's merged row,
+``repair = "write"``) back into it, unless the row changed again in the meantime.
 """
 
 from __future__ import annotations
@@ -38,15 +41,15 @@ RecordConflict = Callable[[Conflict, str, str, tuple[str, int], Decision], str]
 
 
 def sync_targets(settings: Settings) -> dict[str, TargetSettings]:
-    """Member source name -> the settings of the target that writes synced rows into it."""
+    """Source name -> the settings of the target that writes synced (or repaired) rows into it."""
+    members = {member for entity in settings.entities if entity.sync for member in entity.member_tables}
+    members |= {source.name for source in settings.sources for schema, table in source.qualified_tables
+                if (t := settings.table_settings(source.name, schema, table)) is not None and t.repair == "write"}
     found = {}
-    for entity in settings.entities:
-        if not entity.sync:
-            continue
-        for member in entity.member_tables:
-            source = settings.source(member)
-            found[member] = TargetSettings(name=source.sync_target_name, kind=source.kind, dsn=source.dsn,
-                                           password=source.password, position_table=SYNC_POSITION_TABLE)
+    for source in settings.sources:
+        if source.name in members:
+            found[source.name] = TargetSettings(name=source.sync_target_name, kind=source.kind, dsn=source.dsn,
+                                                password=source.password, position_table=SYNC_POSITION_TABLE)
     return found
 
 
@@ -131,7 +134,29 @@ class EntitySync:
     # -- writing into members ----------------------------------------------------------
 
     def _send(self, entity: EntitySettings, member: str, key: str, state: EntityRow, cause: Change) -> None:
-        """Queue the agreed row for the member's sync target (a pseudo-source event)."""
+        """Queue the agreed row for the member's sync target."""
+        schema, table = entity.member_tables[member]
+        commit_ts = state.row_ts or cause.commit_ts.isoformat()
+        self._queue(member, schema, table, key, state.row, commit_ts, cause,
+                    f',"entity":{_dump(entity.name)},"vector":{_dump(state.vector)}')
+        state.sent[member] = dict(state.vector)
+
+    def repair(self, source: str, key: str, row: dict[str, Any], cause: Change, version: int) -> None:
+        """Queue a single source's repaired row (``repair = "write"``) for its sync target; it is
+        skipped if the row changes again before it is written (``stale_repair``)."""
+        schema, table = cause.table.split(".", 1)
+        self._queue(source, schema, table, key, row, cause.commit_ts.isoformat(), cause,
+                    f',"repair":{{"version":{version}}}')
+
+    def stale_repair(self, doc: dict[str, Any]) -> bool:
+        """Whether a queued repair's row has changed since it was made (writing it would undo that)."""
+        repair = doc.get("repair")
+        return repair is not None and self._store.row_version(
+            doc["source"], doc["schema"], doc["table"], dumps_row(doc["key"])) != repair["version"]
+
+    def _queue(self, member: str, schema: str, table: str, key: str, row: dict[str, Any] | None,
+               commit_ts: str, cause: Change, extra: str) -> None:
+        """A pseudo-source event with the row to write into the member."""
         pseudo = sync_source(member)
         number = self._next_txn.get(member)
         if number is None:
@@ -140,19 +165,16 @@ class EntitySync:
         number += 1
         self._next_txn[member] = number
         txn_key = f"{number:020d}"
-        schema, table = entity.member_tables[member]
         event_id = make_event_id(pseudo, txn_key, 0)
-        op = "delete" if state.row is None else "update"
-        commit_ts = state.row_ts or cause.commit_ts.isoformat()
-        after = None if state.row is None else _keyed(state.row, json.loads(key))
+        op = "delete" if row is None else "update"
+        after = None if row is None else _keyed(row, json.loads(key))
         doc = (f'{{"event_id":{_dump(event_id)},"source":{_dump(member)},"schema":{_dump(schema)},'
                f'"table":{_dump(table)},"op":"{op}","key":{key},"version":0,"before":null,'
                f'"after":{dumps_row(after)},"changed":[],"txid":null,"commit_ts":{_dump(commit_ts)},'
                f'"position":{_dump(txn_key)},"writer":{_dump(cause.writer)},"conflicts":[],'
-               f'"entity":{_dump(entity.name)},"vector":{_dump(state.vector)},"cause":{_dump(cause.event_id)}}}')
+               f'"cause":{_dump(cause.event_id)}{extra}}}')
         self._store.append([NewEvent(pseudo, txn_key, 0, event_id, schema, table, op, key, commit_ts, doc, None,
                                      origin=member)])
-        state.sent[member] = dict(state.vector)
 
     # -- echoes ------------------------------------------------------------------------
 
@@ -171,6 +193,8 @@ class EntitySync:
                       if (e.txn_key, e.seq) <= upto]
             for event in events:
                 doc = json.loads(event.json)
+                if "entity" not in doc:
+                    continue  # a single source's repaired row
                 cache_key = (doc["entity"], dumps_row(doc["key"]))
                 state = touched.get(cache_key) or EntityRow.from_json(self._store.entity_row(*cache_key))
                 state.seen[member] = doc["vector"]

@@ -12,6 +12,8 @@ from typing import Callable
 
 from cdc.config import Settings
 from cdc.conflicts.detector import Detector, change_from_doc
+from cdc.conflicts.model import Conflict
+from cdc.conflicts.resolution import merged_row
 from cdc.model import RowChange, TxnBegin, changed_columns, make_event_id
 from cdc.pipeline.sync import EntitySync
 from cdc.state.store import NewEvent, StateStore
@@ -74,8 +76,10 @@ class Versioner:
             parsed = json.loads(doc)
             ids = []
             if self._detector is not None:
+                conflicts = self._detector.check(parsed, key_json, was_live)
                 ids = [self._detector.record(conflict, change.schema, change.table, (txn.txn_key, seq))
-                       for conflict in self._detector.check(parsed, key_json, was_live)]
+                       for conflict in conflicts]
+                self._write_repairs(conflicts, change, parsed, key_json, version)
             if entity is not None:
                 ids += self._sync.observe(entity, change_from_doc(parsed, key_json),
                                           self._recorder.rules(change.schema, change.table), (txn.txn_key, seq),
@@ -87,6 +91,17 @@ class Versioner:
             native = _dump({"key": _native_key(change), "after": change.native_after})
         return NewEvent(self._source, txn.txn_key, seq, event_id, change.schema, change.table, change.op,
                         key_json, commit_ts, doc, native)
+
+    def _write_repairs(self, conflicts: list[Conflict], change: RowChange, doc: dict, key_json: str,
+                       version: int) -> None:
+        """With ``repair = "write"``, a lost update's merged row goes back into the source."""
+        table = self._settings.table_settings(self._source, change.schema, change.table)
+        if table is None or table.repair != "write":
+            return
+        for conflict in conflicts:
+            row = merged_row(conflict) if conflict.type == "lost_update" and len(conflict.events) == 2 else None
+            if row is not None:
+                self._sync.repair(self._source, key_json, row, change_from_doc(doc, key_json), version)
 
     def _writer(self, change: RowChange) -> object:
         cache_key = (change.schema, change.table)

@@ -227,6 +227,11 @@ class StateStore:
             " version = version + 1, last_event_id = excluded.last_event_id, live = excluded.live"
             " RETURNING version", (source, schema, table, key, event_id, int(live))).fetchone()[0]
 
+    def row_version(self, source: str, schema: str, table: str, key: str) -> int:
+        row = self._db.execute("SELECT version FROM row_versions WHERE source = ? AND schema_name = ?"
+                               " AND table_name = ? AND key = ?", (source, schema, table, key)).fetchone()
+        return row[0] if row else 0
+
     def is_live(self, source: str, schema: str, table: str, key: str) -> bool | None:
         """Whether the row exists at the source as far as the daemon knows (None: never seen)."""
         row = self._db.execute("SELECT live FROM row_versions WHERE source = ? AND schema_name = ?"

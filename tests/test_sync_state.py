@@ -1,0 +1,60 @@
+"""The entity and repair bookkeeping in the state store, without servers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cdc.config import Settings
+from cdc.conflicts.model import Change
+from cdc.conflicts.vectors import EntityRow, Side, differing_fields, dominates, observe, resolve, same_value
+from cdc.model import sync_source
+from cdc.pipeline.sync import EntitySync
+from cdc.state.store import StateStore
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(state_dir=tmp_path, sources=[{"name": "crm", "kind": "postgres", "dsn": "postgresql://x/crm",
+                                                   "tables": ["public.customers"]}])
+
+
+def test_a_repair_is_dropped_when_the_row_changed_again_before_it_was_written(tmp_path):
+    store = StateStore(tmp_path)
+    sync = EntitySync(_settings(tmp_path), store)
+    key = '{"id":1}'
+    cause = Change("crm:0/1:0", "crm", "public.customers", key, "update", {"id": 1}, {"id": 1, "phone": "2"},
+                   datetime.now(timezone.utc), "erp-sync", "7")
+    with store.transaction():
+        version = store.next_version("crm", "public", "customers", key, cause.event_id, live=True)
+        sync.repair("crm", key, {"id": 1, "phone": "1"}, cause, version)
+    [event] = store.events_after(sync_source("crm"), ("", -1), "~", 10)
+    doc = json.loads(event.json)
+    assert doc["after"] == {"id": 1, "phone": "1"} and not sync.stale_repair(doc)
+    with store.transaction():
+        store.next_version("crm", "public", "customers", key, "crm:0/2:0", live=True)
+    assert sync.stale_repair(doc)
+
+
+def test_vectors_tell_ordered_from_concurrent_changes():
+    state = EntityRow()
+    first = observe(state, "crm")
+    assert not first.concurrent and first.vector == {"crm": 1}
+    state.vector, state.seen["crm"] = first.vector, first.mine
+    second = observe(state, "erp")  # erp never received crm's change
+    assert second.concurrent and second.unseen == ("crm",) and second.vector == {"crm": 1, "erp": 1}
+    state.seen["erp"] = {"crm": 1}  # now it has
+    third = observe(state, "erp")
+    assert not third.concurrent and dominates(third.mine, state.vector)
+
+
+def test_resolution_policies_between_two_sources():
+    base = {"id": 1, "phone": "1", "limit": "10"}
+    crm = Side("crm", {"id": 1, "phone": "2", "limit": "10"}, "2026-11-22T10:00:01+00:00", base)
+    erp = Side("erp", {"id": 1, "phone": "3", "limit": "99"}, "2026-11-22T10:00:00", base)
+    assert resolve("last_writer_wins", crm, erp, [], {}) == (crm.row, "crm")
+    assert resolve("source_priority", crm, erp, ["erp", "crm"], {"phone": "crm"}) == (
+        {"id": 1, "phone": "2", "limit": "99"}, "merged")
+    assert resolve("field_merge", erp, crm, [], {})[0] == {"id": 1, "phone": "2", "limit": "99"}
+    assert same_value("10.00", 10) and same_value("2026-11-22T10:00:00", "2026-11-22T10:00:00+00:00")
+    assert differing_fields(crm.row, erp.row, frozenset({"limit"})) == ["phone"]
