@@ -16,6 +16,7 @@ from cdc.dsn import DsnError, connect_kwargs, redact_dsn
 from cdc.logs import one_line
 from cdc.retry import Unreachable, retry_call
 from cdc.sources.base import SourceError
+from cdc.pipeline.sync import written_tables
 from cdc.state.store import StateStore, StateStoreError
 
 ONE_SHOT_ATTEMPTS = 3
@@ -87,12 +88,13 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
 
             conn = _connect_mysql(settings, source)
             try:
-                problems = mysql_admin.check(conn, source, _stored_position(settings, source.name))
+                problems = mysql_admin.check(conn, source, _stored_position(settings, source.name),
+                                             written_tables(settings, source.name))
             finally:
                 conn.close()
         else:
             with _connect_source(settings, source) as conn:
-                problems = pg_admin.check(conn, source)
+                problems = pg_admin.check(conn, source, written_tables(settings, source.name))
         report += [{"source": source.name, "problem": p.what, "fix": p.fix, "severity": p.severity}
                    for p in problems]
     report += _check_state_dir(settings)

@@ -38,12 +38,12 @@ class TwoSources:
     """crm (PostgreSQL) and erp (MariaDB), one customers entity, a PostgreSQL mirror of both."""
 
     def __init__(self, pg_server, mariadb_server, tmp_path: Path, policy: str = "last_writer_wins",
-                 entity_extra: str = "") -> None:
+                 sync: bool = True) -> None:
         n = f"{os.getpid()}_{next(_counter)}"
         CREATED.append(self)
         self.pg_admin_dsn = pg_server.dsn()
         self.slot = f"cdc_sync_{n}"
-        self.crm_db, self.dwh_db, self.erp_db = f"crm_{n}", f"dwh_{n}", f"erp_{n}"
+        self.crm_db, self.dwh_db, self.erp_db = f"sync_crm_{n}", f"sync_dwh_{n}", f"sync_erp_{n}"
         self.mariadb = mariadb_server
         with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.crm_db}"')
@@ -93,9 +93,8 @@ natural_keys = [["email"]]
 [[entities]]
 name = "customer"
 members = ["crm:public.customers", "erp:{self.erp_db}.customers"]
-sync = true
+sync = {str(sync).lower()}
 policy = "{policy}"
-{entity_extra}
 
 [[targets]]
 name = "audit"
@@ -247,6 +246,71 @@ def test_concurrent_changes_of_one_customer_in_both_sources(pg_server, mariadb_s
     assert merged["phone"] == "555-0799" and Decimal(str(merged["credit_limit"])) == 900
     assert two.crm_rows() == two.erp_rows()
     assert two.crm_rows()[0][2:5] == ("555-0799", "bo@x.io", "900.00")
+
+
+def test_a_divergence_held_for_review_is_written_into_both_sources_once_resolved(pg_server, mariadb_server,
+                                                                                  tmp_path):
+    two = TwoSources(pg_server, mariadb_server, tmp_path, policy="manual")
+    assert two.cdc("setup").returncode == 0
+    with two.crm() as crm:
+        crm.execute("INSERT INTO customers VALUES (9, 'Di', '555-0900', 'di@x.io', 100, 'import')")
+    for _ in range(2):
+        assert two.cdc("run", "--drain").returncode == 0
+    with two.crm() as crm:
+        crm.execute("UPDATE customers SET phone = '555-0901', updated_by = 'sales-app' WHERE id = 9")
+    with two.erp(two.erp_db) as erp, erp.cursor() as cur:
+        cur.execute("UPDATE customers SET phone = '555-0902', updated_by = 'erp-user' WHERE id = 9")
+    for _ in range(2):
+        assert two.cdc("run", "--drain").returncode == 0
+    [conflict] = two.conflicts("--type", "divergence")
+    assert conflict["status"] == "pending" and conflict["fields"] == ["phone"]
+    erp_event = next(e["event_id"] for e in conflict["events"] if e["event_id"].startswith("erp:"))
+    result = two.cdc("conflicts", "resolve", conflict["id"], "--keep", erp_event)
+    assert result.returncode == 0, result.stderr
+    for _ in range(2):  # the resolved row is written into both sources, then its echoes come back
+        assert two.cdc("run", "--drain").returncode == 0
+    assert two.crm_rows() == two.erp_rows() and two.crm_rows()[0][2] == "555-0902"
+    [conflict] = two.conflicts("--type", "divergence")
+    assert conflict["status"] == "resolved_by_hand"
+
+
+def test_without_sync_contents_tell_copies_from_divergent_changes(pg_server, mariadb_server, tmp_path):
+    two = TwoSources(pg_server, mariadb_server, tmp_path, sync=False)
+    assert two.cdc("setup").returncode == 0
+
+    def crm(statement: str) -> None:
+        with two.crm() as conn:
+            conn.execute(statement)
+
+    def erp(statement: str) -> None:
+        with two.erp(two.erp_db) as conn, conn.cursor() as cur:
+            cur.execute(statement)
+
+    daemon = two.start()
+    try:
+        # another process copies each change across: no conflict (each change is captured
+        # before the next is made, so the streams' order is the order of the changes)
+        for write, statement in [
+                (crm, "INSERT INTO customers VALUES (5, 'Ed', '555-0500', 'ed@x.io', 50, 'sales-app')"),
+                (erp, "INSERT INTO customers VALUES (5, 'Ed', '555-0500', 'ed@x.io', 50, 'sales-app')"),
+                (crm, "UPDATE customers SET phone = '555-0501' WHERE id = 5"),
+                (erp, "UPDATE customers SET phone = '555-0501' WHERE id = 5"),
+                (erp, "UPDATE customers SET credit_limit = 75, updated_by = 'erp-user' WHERE id = 5"),
+                (crm, "UPDATE customers SET credit_limit = 75, updated_by = 'erp-user' WHERE id = 5")]:
+            captured = len(two.events())
+            write(statement)
+            wait_for(lambda: len(two.events()) > captured, what="the change captured\n" + two.daemon_log())
+        assert two.conflicts() == []
+        # then both change the e-mail before the copy ran
+        crm("UPDATE customers SET email = 'ed@crm.example', updated_by = 'sales-app' WHERE id = 5")
+        erp("UPDATE customers SET email = 'ed@erp.example', updated_by = 'erp-user' WHERE id = 5")
+        wait_for(lambda: two.conflicts(), what="the divergence")
+    finally:
+        _stop(daemon)
+    [conflict] = two.conflicts()
+    assert (conflict["type"], conflict["fields"]) == ("divergence", ["email"])
+    assert conflict["resolution"]["written_to"] == []  # cdc does not write into the sources without sync
+    assert two.crm_rows()[0][3] == "ed@crm.example" and two.erp_rows()[0][3] == "ed@erp.example"
 
 
 def test_duplicate_inserts_of_a_natural_key_across_the_two_sources(two):

@@ -136,6 +136,34 @@ def test_table_without_replica_identity_full(pg_server, tmp_path):
     assert crm.events() == []
 
 
+def test_check_names_the_privileges_cdc_needs_to_write_into_a_source(pg_server, tmp_path):
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
+                   extra_config='[[tables]]\nmatch = "public.customers"\nrepair = "write"\n')
+    role = f"cdc_writer_{crm.slot}"
+    with crm.source() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN REPLICATION')
+        conn.execute(f'GRANT SELECT ON customers TO "{role}"')
+        conn.execute(f'REVOKE CREATE ON DATABASE "{crm.source_db}" FROM PUBLIC')
+        conn.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC")
+    try:
+        env = {"CDC_SOURCES__CRM__DSN": crm.source_dsn.replace("postgres@", f"{role}@")}
+        checked = crm.cdc("check", "--json", **env)
+        fixes = [p["fix"] for p in json.loads(checked.stdout)["problems"] if p["source"] == "crm"]
+        assert f'GRANT INSERT, UPDATE, DELETE ON "public"."customers" TO "{role}";' in fixes
+        assert f'GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "{role}";' in fixes
+        assert f'CREATE SCHEMA IF NOT EXISTS cdc AUTHORIZATION "{role}";' in fixes
+        with crm.source() as conn:
+            for fix in fixes:
+                if not fix.startswith(("CREATE PUBLICATION", "SELECT pg_create")):
+                    conn.execute(fix)
+        checked = crm.cdc("check", "--json", **env)
+        problems = [p["problem"] for p in json.loads(checked.stdout)["problems"] if p["source"] == "crm"]
+        assert not [p for p in problems if "write" in p or "emit" in p or "schema cdc" in p], problems
+    finally:
+        with crm.source() as conn:
+            conn.execute("GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC")
+
+
 def test_setup_is_idempotent_and_prints_sql(pg_server, tmp_path):
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"])
     printed = crm.cdc("setup", "--print-sql")

@@ -42,9 +42,9 @@ def settings(server: ThrowawayMariaDB, db: str, tables: list[str], server_id: in
 
 
 def check(server: ThrowawayMariaDB, source: SourceSettings, acked: str | None = None, user: str = "root",
-          password: str = "") -> list[Problem]:
+          password: str = "", written: list[tuple[str, str]] | None = None) -> list[Problem]:
     with connect(server, user, password) as conn:
-        problems = mysql_admin.check(conn, source, acked)
+        problems = mysql_admin.check(conn, source, acked, written)
     for problem in problems:
         assert problem.what and "\n" not in problem.what, problem
         assert problem.fix and "\n" not in problem.fix, problem
@@ -142,6 +142,23 @@ def test_user_without_replication_and_select(mariadb_server: ThrowawayMariaDB, d
     ]
     run(mariadb_server, *(p.fix for p in problems))
     assert check(mariadb_server, source, user=user, password="pw") == []
+
+
+def test_tables_cdc_writes_need_write_privileges_and_the_cdc_database(mariadb_server: ThrowawayMariaDB, db: str,
+                                                                       accounts: list[str]) -> None:
+    user = create_user(mariadb_server, accounts, f"cdc_sync_{next(_counter)}",
+                       "REPLICATION SLAVE, BINLOG MONITOR ON *.*", f"SELECT, UPDATE ON `{db}`.*")
+    quoted = f"'{user}'@'%'"
+    source = settings(mariadb_server, db, ["customers"])
+    problems = check(mariadb_server, source, user=user, password="pw", written=[(db, "customers")])
+    assert problems == [
+        Problem(f"account {quoted} cannot INSERT, DELETE {db}.customers, which cdc keeps in sync",
+                f"GRANT INSERT, DELETE ON `{db}`.`customers` TO {quoted};"),
+        Problem(f"account {quoted} cannot CREATE, SELECT, INSERT, UPDATE in database cdc, where cdc marks its own"
+                " writes", f"GRANT CREATE, SELECT, INSERT, UPDATE ON `cdc`.* TO {quoted};"),
+    ]
+    run(mariadb_server, *(p.fix for p in problems))
+    assert check(mariadb_server, source, user=user, password="pw", written=[(db, "customers")]) == []
 
 
 def test_replication_client_alias_and_all_privileges(mariadb_server: ThrowawayMariaDB, db: str,

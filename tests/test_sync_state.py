@@ -30,10 +30,10 @@ def test_a_repair_is_dropped_when_the_row_changed_again_before_it_was_written(tm
         sync.repair("crm", key, {"id": 1, "phone": "1"}, cause, version)
     [event] = store.events_after(sync_source("crm"), ("", -1), "~", 10)
     doc = json.loads(event.json)
-    assert doc["after"] == {"id": 1, "phone": "1"} and not sync.stale_repair(doc)
+    assert doc["after"] == {"id": 1, "phone": "1"} and not sync.not_to_write(doc, {})
     with store.transaction():
         store.next_version("crm", "public", "customers", key, "crm:0/2:0", live=True)
-    assert sync.stale_repair(doc)
+    assert sync.not_to_write(doc, {})
 
 
 def test_vectors_tell_ordered_from_concurrent_changes():

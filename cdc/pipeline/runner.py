@@ -202,9 +202,13 @@ class Pipeline:
         for name, complete_txn in upto.items():
             for target in self.targets:
                 self._apply(target, name, complete_txn, held)
+        if self.sync_targets:
+            with self.store.transaction():
+                self.sync.take_reviews()
         for member, target in self.sync_targets.items():
             pseudo = sync_source(member)
-            self._apply(target, pseudo, self.store.last_txn(pseudo), {}, skip=self.sync.stale_repair)
+            self._apply(target, pseudo, self.store.last_txn(pseudo), {},
+                        skip=lambda doc: self.sync.not_to_write(doc, held))
         for target in self._all_targets():
             target.checkpoint()
         for name, run in self.runs.items():

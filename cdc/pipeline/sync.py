@@ -4,7 +4,8 @@ Runs in the pipeline's thread, inside the state store transaction of the event i
 A member's new change updates the key's version vector (``cdc.conflicts.vectors``); when it
 was made without having seen another member's change, the two versions are a
 ``divergence`` (a ``duplicate_key`` when both inserted the key), resolved by the entity's
-policy. With ``sync = true`` the agreed row is then written into the other members (and,
+policy. Without ``sync``, another process copies rows between the members, and what a
+member has seen is read from the rows' contents instead. With ``sync = true`` the agreed row is then written into the other members (and,
 after a divergence, into every member) by one sync target per member source: the rows to
 write are the events of the pseudo-source ``sync:<member>``.
 
@@ -28,6 +29,7 @@ from cdc.config import EntitySettings, Settings, TargetSettings
 from cdc.conflicts.detector import change_from_doc
 from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.resolution import Decision
+from cdc.conflicts.review import REVIEW_SOURCE
 from cdc.conflicts.rules import SEVERITY
 from cdc.conflicts.vectors import EntityRow, Side, differing_fields, observe, resolve
 from cdc.model import SYNC_POSITION_TABLE, WriteBack, make_event_id, sync_source
@@ -40,14 +42,21 @@ log = logging.getLogger("cdc.sync")
 RecordConflict = Callable[[Conflict, str, str, tuple[str, int], Decision], str]
 
 
+def written_tables(settings: Settings, source: str) -> list[tuple[str, str]]:
+    """The tables of a source that cdc writes into: synced entity members, ``repair = "write"``."""
+    found = [entity.member_tables[source] for entity in settings.entities
+             if entity.sync and source in entity.member_tables]
+    found += [(schema, table) for schema, table in settings.source(source).qualified_tables
+              if (t := settings.table_settings(source, schema, table)) is not None and t.repair == "write"
+              and (schema, table) not in found]
+    return found
+
+
 def sync_targets(settings: Settings) -> dict[str, TargetSettings]:
     """Source name -> the settings of the target that writes synced (or repaired) rows into it."""
-    members = {member for entity in settings.entities if entity.sync for member in entity.member_tables}
-    members |= {source.name for source in settings.sources for schema, table in source.qualified_tables
-                if (t := settings.table_settings(source.name, schema, table)) is not None and t.repair == "write"}
     found = {}
     for source in settings.sources:
-        if source.name in members:
+        if written_tables(settings, source.name):
             found[source.name] = TargetSettings(name=source.sync_target_name, kind=source.kind, dsn=source.dsn,
                                                 password=source.password, position_table=SYNC_POSITION_TABLE)
     return found
@@ -70,6 +79,9 @@ class EntitySync:
                 record: RecordConflict) -> list[str]:
         """A member's new change (not an echo): the ids of the conflicts it raised."""
         state = EntityRow.from_json(self._store.entity_row(entity.name, change.key))
+        if not entity.sync and self._copied(state, change, rules):
+            self._store.set_entity_row(entity.name, change.key, state.to_json())
+            return []
         outcome = observe(state, change.source)
         state.vector, state.seen[change.source] = outcome.vector, outcome.mine
         if not outcome.concurrent:
@@ -83,6 +95,20 @@ class EntitySync:
         ids = self._diverged(entity, state, change, rules, outcome.unseen, position, record)
         self._store.set_entity_row(entity.name, change.key, state.to_json())
         return ids
+
+    @staticmethod
+    def _copied(state: EntityRow, change: Change, rules: TableRules) -> bool:
+        """Without ``sync``, another process copies rows between the members, and their contents
+        say what a member has seen: a change that makes the member's row equal to the agreed
+        row is that copy (True: nothing new), and one made on a row equal to it was ordered."""
+        if state.row is None:
+            return False
+        if not differing_fields(change.after, state.row, rules.bookkeeping) and change.after is not None:
+            state.seen[change.source] = dict(state.vector)
+            return change.source != state.row_source
+        if change.before is not None and not differing_fields(change.before, state.row, rules.bookkeeping):
+            state.seen[change.source] = dict(state.vector)
+        return False
 
     def _diverged(self, entity: EntitySettings, state: EntityRow, change: Change, rules: TableRules,
                   unseen: tuple[str, ...], position: tuple[str, int], record: RecordConflict) -> list[str]:
@@ -131,6 +157,36 @@ class EntitySync:
         data = json.loads(doc)
         return change_from_doc(data, dumps_row(data["key"]))
 
+    def take_reviews(self) -> None:
+        """Rows a person resolved (``cdc conflicts resolve``) of entity members become the agreed
+        rows, written into every member (call inside ``store.transaction()``)."""
+        if not self._members:
+            return
+        stored = self._store.get_meta("reviews_synced")
+        after: Position = tuple(json.loads(stored)) if stored else NOWHERE  # type: ignore[assignment]
+        upto = self._store.last_txn(REVIEW_SOURCE)
+        while True:
+            events = self._store.events_after(REVIEW_SOURCE, after, upto, 1000)
+            for event in events:
+                doc = json.loads(event.json)
+                entity = self.entity_of(doc["source"], doc["schema"], doc["table"])
+                if entity is not None:
+                    self._reviewed(entity, doc)
+            if not events:
+                break
+            after = (events[-1].txn_key, events[-1].seq)
+            self._store.set_meta("reviews_synced", json.dumps(list(after)))
+
+    def _reviewed(self, entity: EntitySettings, doc: dict[str, Any]) -> None:
+        key = dumps_row(doc["key"])
+        cause = change_from_doc(doc, key)
+        state = EntityRow.from_json(self._store.entity_row(entity.name, key))
+        self._agree(state, doc["after"], cause, doc["commit_ts"])
+        if entity.sync:
+            for member in entity.member_tables:
+                self._send(entity, member, key, state, cause)
+        self._store.set_entity_row(entity.name, key, state.to_json())
+
     # -- writing into members ----------------------------------------------------------
 
     def _send(self, entity: EntitySettings, member: str, key: str, state: EntityRow, cause: Change) -> None:
@@ -148,11 +204,16 @@ class EntitySync:
         self._queue(source, schema, table, key, row, cause.commit_ts.isoformat(), cause,
                     f',"repair":{{"version":{version}}}')
 
-    def stale_repair(self, doc: dict[str, Any]) -> bool:
-        """Whether a queued repair's row has changed since it was made (writing it would undo that)."""
+    def not_to_write(self, doc: dict[str, Any], held: dict[tuple[str, str, str, str], Any]) -> bool:
+        """Whether a queued row must not be written after all: its key waits for a person in a
+        member (``held``), or a repair's row changed since it was made (writing would undo that)."""
+        key = dumps_row(doc["key"])
         repair = doc.get("repair")
-        return repair is not None and self._store.row_version(
-            doc["source"], doc["schema"], doc["table"], dumps_row(doc["key"])) != repair["version"]
+        if repair is not None:
+            return self._store.row_version(doc["source"], doc["schema"], doc["table"], key) != repair["version"]
+        entity = self.entity_of(doc["source"], doc["schema"], doc["table"])
+        return entity is not None and any((member, schema, table, key) in held
+                                          for member, (schema, table) in entity.member_tables.items())
 
     def _queue(self, member: str, schema: str, table: str, key: str, row: dict[str, Any] | None,
                commit_ts: str, cause: Change, extra: str) -> None:

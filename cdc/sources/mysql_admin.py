@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pymysql
 
 from cdc.config import SourceSettings
+from cdc.model import SYNC_POSITION_TABLE
 from cdc.sources import mysql_positions as positions
 from cdc.sources.base import Problem
 
@@ -102,8 +103,9 @@ def server_info(conn: pymysql.connections.Connection) -> Server:
 
 
 def check(conn: pymysql.connections.Connection, settings: SourceSettings,
-          acked_position: str | None = None) -> list[Problem]:
-    """Everything that would stop the binlog source from streaming, with its fix."""
+          acked_position: str | None = None, written: list[tuple[str, str]] | None = None) -> list[Problem]:
+    """Everything that would stop the binlog source from streaming, or cdc from writing the
+    ``written`` tables (synced entity members, repairs), with its fix."""
     server = server_info(conn)
     user, _, host = str(_query(conn, "SELECT CURRENT_USER()")[0][0]).rpartition("@")
     account = f"{conn.escape(user)}@{conn.escape(host)}"
@@ -112,6 +114,8 @@ def check(conn: pymysql.connections.Connection, settings: SourceSettings,
     grants = parse_grants(row[0] for row in _query(conn, "SHOW GRANTS"))
     problems += _check_privileges(server, grants, account)
     problems += _check_tables(conn, settings, grants, account)
+    if written:
+        problems += _check_writes(written, grants, account)
     if acked_position and acked_position.strip():
         problems += _check_retention(conn, server, settings, acked_position.strip())
     return [replace(p, what=" ".join(p.what.split()), fix=" ".join(p.fix.split())) for p in problems]
@@ -249,6 +253,24 @@ def _check_privileges(server: Server, grants: list[Grant], account: str) -> list
         return []
     return [Problem(f"account {account} lacks {' and '.join(missing)} (needed to read the binlog and its position)",
                     f"GRANT {', '.join(missing)} ON *.* TO {account};")]
+
+
+def _check_writes(written: list[tuple[str, str]], grants: list[Grant], account: str) -> list[Problem]:
+    problems = []
+    wanted = ("INSERT", "UPDATE", "DELETE")
+    for db, table in written:
+        missing = [p for p in wanted if not has_privilege(grants, {p}, db, table)]
+        if missing:
+            quoted = f"{quote_identifier(db)}.{quote_identifier(table)}"
+            problems.append(Problem(f"account {account} cannot {', '.join(missing)} {db}.{table}, which cdc keeps"
+                                    " in sync", f"GRANT {', '.join(missing)} ON {quoted} TO {account};"))
+    positions_db = SYNC_POSITION_TABLE.split(".", 1)[0]
+    missing = [p for p in ("CREATE", "SELECT", *wanted[:2]) if not has_privilege(grants, {p}, positions_db)]
+    if missing:
+        problems.append(Problem(f"account {account} cannot {', '.join(missing)} in database {positions_db}, where"
+                                " cdc marks its own writes", f"GRANT {', '.join(missing)} ON"
+                                f" {quote_identifier(positions_db)}.* TO {account};"))
+    return problems
 
 
 # -- tables --------------------------------------------------------------------------------

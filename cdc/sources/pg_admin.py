@@ -22,8 +22,10 @@ def _text(conn: psycopg.Connection, statement: sql.Composable) -> str:
     return statement.as_string(conn)
 
 
-def check(conn: psycopg.Connection, settings: SourceSettings) -> list[Problem]:
-    """Everything that would stop the source from streaming, with its fix."""
+def check(conn: psycopg.Connection, settings: SourceSettings,
+          written: list[tuple[str, str]] | None = None) -> list[Problem]:
+    """Everything that would stop the source from streaming, or cdc from writing the ``written``
+    tables (synced entity members, repairs), with its fix."""
     problems: list[Problem] = []
     role = conn.execute("SELECT current_user").fetchone()[0]
     wal_level = conn.execute("SHOW wal_level").fetchone()[0]
@@ -41,6 +43,36 @@ def check(conn: psycopg.Connection, settings: SourceSettings) -> list[Problem]:
     problems += _check_tables(conn, settings, role)
     problems += _check_publication(conn, settings)
     problems += _check_slot(conn, settings)
+    if written:
+        problems += _check_writes(conn, written, role)
+    return problems
+
+
+def _check_writes(conn: psycopg.Connection, written: list[tuple[str, str]], role: str) -> list[Problem]:
+    problems = []
+    for schema, table in written:
+        row = conn.execute(
+            "SELECT has_table_privilege(c.oid, 'INSERT') AND has_table_privilege(c.oid, 'UPDATE')"
+            " AND has_table_privilege(c.oid, 'DELETE') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+        if row is not None and not row[0]:
+            problems.append(Problem(
+                f"role {role!r} cannot write {schema}.{table}, which cdc keeps in sync",
+                _text(conn, sql.SQL("GRANT INSERT, UPDATE, DELETE ON {} TO {};").format(
+                    _table(schema, table), sql.Identifier(role)))))
+    can_mark, can_keep_positions = conn.execute(
+        "SELECT has_function_privilege('pg_logical_emit_message(boolean, text, text)', 'EXECUTE'),"
+        " coalesce((SELECT has_schema_privilege(n.oid, 'USAGE') AND has_schema_privilege(n.oid, 'CREATE')"
+        " FROM pg_namespace n WHERE n.nspname = 'cdc'), has_database_privilege(current_database(), 'CREATE'))"
+    ).fetchone()
+    if not can_mark:
+        problems.append(Problem(f"role {role!r} cannot call pg_logical_emit_message, which marks cdc's own writes",
+                                _text(conn, sql.SQL("GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text,"
+                                                    " text) TO {};").format(sql.Identifier(role)))))
+    if not can_keep_positions:
+        problems.append(Problem(f"role {role!r} cannot create the schema cdc, where cdc keeps what it wrote",
+                                _text(conn, sql.SQL("CREATE SCHEMA IF NOT EXISTS cdc AUTHORIZATION {};").format(
+                                    sql.Identifier(role)))))
     return problems
 
 
