@@ -8,7 +8,9 @@ or more real concurrent sessions (interleaved transactions, statements waiting f
 session's row lock), runs ``cdc run --drain`` and prints the conflicts ``cdc conflicts list
 --json`` reports: type, key, fields and explanation, then PASS or FAIL against what DESIGN.md
 says must be detected. Benign workloads (pgbench's TPC-B, counters, a writer undoing its
-own edits) must report nothing. Exit status 1 when any scenario fails.
+own edits) must report nothing. The ``/both`` scenarios hold one customer in a PostgreSQL CRM
+and a MariaDB ERP, synced both ways as an entity, and check that both sources end equal.
+Exit status 1 when any scenario fails.
 
     scripts/scenarios.py                  # every scenario, on both servers
     scripts/scenarios.py --list           # the scenarios, without running anything
@@ -63,6 +65,12 @@ SCHEMA = {
         "CREATE TABLE counters (id BIGINT PRIMARY KEY, x BIGINT NOT NULL)",
     ],
 }
+ENTITY_SCHEMA = {
+    "postgres": "CREATE TABLE customers (id bigint PRIMARY KEY, name text, phone text, email text,"
+                " credit_limit numeric(12,2), updated_by text)",
+    "mariadb": "CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(100), phone VARCHAR(40),"
+               " email VARCHAR(200), credit_limit DECIMAL(12,2), updated_by VARCHAR(40))",
+}
 CRM_TABLES = ["customers", "deals", "counters"]
 PGBENCH_TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"]
 _numbers = itertools.count(1)
@@ -92,6 +100,13 @@ class Session:
         with self.conn.cursor() as cur:
             cur.execute(statement, args)
             return cur.fetchone()
+
+    def all(self, statement: str) -> list[tuple]:
+        if self.engine == "postgres":
+            return [tuple(row) for row in self.conn.execute(statement).fetchall()]
+        with self.conn.cursor() as cur:
+            cur.execute(statement)
+            return [tuple(row) for row in cur.fetchall()]
 
     def begin(self) -> None:
         self.run("BEGIN")
@@ -177,7 +192,8 @@ class Run:
         else:
             source = (f'name = "erp"\nkind = "mysql"\ndsn = "{server.dsn(self.db)}"\ntables = {qualified}\n'
                       f"server_id = {6000 + int(n.split('_')[1])}")
-        rules = "" if "customers" not in self.table else f"""
+        self.source_toml = source
+        rules = "" if "deals" not in self.table else f"""
 [[tables]]
 match = "{self.table['customers']}"
 writer_column = "updated_by"
@@ -191,11 +207,13 @@ writer_column = "updated_by"
 status_column = "stage"
 status_order = {json.dumps(ORDER)}
 """
-        self.config.write_text(f"""
-state_dir = "{workdir / 'state'}"
+        self.write_config(f"[[sources]]\n{source}\n", rules)
 
-[[sources]]
-{source}
+    def write_config(self, sources: str, rules: str) -> None:
+        self.config.write_text(f"""
+state_dir = "{self.workdir / 'state'}"
+
+{sources}
 
 [[targets]]
 name = "audit"
@@ -251,6 +269,49 @@ policy = "last_writer_wins"
         if not self.audit.exists():
             return []
         return [json.loads(line) for line in self.audit.read_text(encoding="utf-8").splitlines()]
+
+
+class EntityRun(Run):
+    """Customers in a PostgreSQL CRM and a MariaDB ERP, one entity synced both ways by cdc."""
+
+    def __init__(self, servers: dict[str, Any], workdir: Path, policy: str) -> None:
+        workdir.mkdir(parents=True)
+        self.crm = Run("postgres", servers["postgres"], workdir / "crm", ["customers"], [ENTITY_SCHEMA["postgres"]])
+        self.erp = Run("mariadb", servers["mariadb"], workdir / "erp", ["customers"], [ENTITY_SCHEMA["mariadb"]])
+        self.engine, self.server, self.workdir = "both", servers, workdir
+        self.config, self.audit = workdir / "cdc.toml", workdir / "audit.jsonl"
+        self.expected_events = None
+        members = [f"crm:{self.crm.table['customers']}", f"erp:{self.erp.table['customers']}"]
+        rules = "".join(f'[[tables]]\nmatch = "{member}"\nwriter_column = "updated_by"\nnatural_keys = [["email"]]\n\n'
+                        for member in members)
+        rules += f'[[entities]]\nname = "customer"\nmembers = {json.dumps(members)}\nsync = true\npolicy = "{policy}"\n'
+        self.write_config(f"[[sources]]\n{self.crm.source_toml}\n\n[[sources]]\n{self.erp.source_toml}\n", rules)
+        self.cdc("setup")
+
+    def drain(self) -> None:
+        """The changes, the synced rows, then their echoes: both sources must end equal."""
+        for _ in range(3):
+            super().drain()
+        rows = []
+        for run in (self.crm, self.erp):
+            session = run.session()
+            try:
+                rows.append(session.all("SELECT id, name, phone, email, CAST(credit_limit AS CHAR(20)) FROM customers"
+                                        " ORDER BY id" if run.engine == "mariadb" else
+                                        "SELECT id, name, phone, email, credit_limit::text FROM customers ORDER BY id"))
+            finally:
+                session.close()
+        if rows[0] != rows[1]:
+            raise ScenarioError(f"the sources differ after syncing: crm {rows[0]}, erp {rows[1]}")
+
+
+def entity_run(servers: dict[str, Any], workdir: Path, make: Callable[[EntityRun], None],
+               policy: str = "field_merge") -> EntityRun:
+    run = EntityRun(servers, workdir, policy)
+    run.crm.execute("INSERT INTO customers VALUES (42, 'Ada', '555-0100', 'ada@x.io', 1000, 'import')")
+    run.drain()  # synced into the ERP before the scenario starts
+    make(run)
+    return run
 
 
 def crm_run(engine: str, server: Any, workdir: Path) -> Run:
@@ -430,6 +491,7 @@ class Scenario:
 
     @property
     def server(self) -> str:
+        """postgres, mariadb, or both (a customer held by a PostgreSQL CRM and a MariaDB ERP)."""
         return self.name.rsplit("/", 1)[1]
 
 
@@ -458,12 +520,46 @@ SCENARIOS.append(Scenario("pgbench/postgres", "benign: pgbench TPC-B, 4 clients 
                           build=pgbench))
 
 
+
+
+def both_systems_edit(run: EntityRun) -> None:
+    """The CRM changes the phone while the ERP changes the credit limit, each from the row it
+    held, before cdc could bring either change across (cdc is stopped between drains)."""
+    run.crm.execute("UPDATE customers SET phone = '555-0199', updated_by = 'sales-app' WHERE id = 42")
+    run.erp.execute("UPDATE customers SET credit_limit = 2500, updated_by = 'erp-user' WHERE id = 42")
+
+
+def both_systems_create(run: EntityRun) -> None:
+    run.crm.execute("INSERT INTO customers VALUES (50, 'Grace', '555-0500', 'grace@x.io', 10, 'web-form')")
+    run.erp.execute("INSERT INTO customers VALUES (51, 'Grace H.', '555-0501', 'grace@x.io', 10, 'erp-user')")
+
+
+def systems_take_turns(run: EntityRun) -> None:
+    run.crm.execute("UPDATE customers SET phone = '555-0199', updated_by = 'sales-app' WHERE id = 42")
+    run.drain()
+    run.erp.execute("UPDATE customers SET credit_limit = 2500, updated_by = 'erp-user' WHERE id = 42")
+    run.drain()
+    run.crm.execute("UPDATE customers SET email = 'ada@crm.example', updated_by = 'sales-app' WHERE id = 42")
+
+
+SCENARIOS += [
+    Scenario("divergence/both", "the CRM and the ERP change one customer, neither seeing the other (field_merge)",
+             (Expect("divergence", K42, ("credit_limit", "phone")),),
+             build=lambda servers, workdir: entity_run(servers, workdir, both_systems_edit)),
+    Scenario("duplicate-across/both", "the CRM and the ERP create the same customer (same e-mail), other ids",
+             (Expect("duplicate_key", None, ("email",)),),
+             build=lambda servers, workdir: entity_run(servers, workdir, both_systems_create)),
+    Scenario("take-turns/both", "benign: the CRM and the ERP edit one customer in turn, each seeing the other",
+             (), build=lambda servers, workdir: entity_run(servers, workdir, systems_take_turns)),
+]
+
+
 # -- running and reporting -------------------------------------------------------------------
 
 def run_scenario(scenario: Scenario, servers: dict[str, Any], workdir: Path) -> bool:
     print(f"\n== {scenario.name}: {scenario.title}")
     print(f"   expected: {', '.join(map(str, scenario.expected)) or 'no conflicts'}")
-    server = servers[scenario.server]
+    server = servers if scenario.server == "both" else servers[scenario.server]
     where = workdir / scenario.name.replace("/", "-")
     try:
         if scenario.build is not None:
@@ -542,7 +638,7 @@ def main() -> int:
     try:
         with contextlib.ExitStack() as stack:
             servers: dict[str, Any] = {}
-            needed = {s.server for s in chosen}
+            needed = {n for s in chosen for n in (("postgres", "mariadb") if s.server == "both" else (s.server,))}
             if "postgres" in needed:
                 servers["postgres"] = stack.enter_context(ThrowawayPostgres())
                 print(f"throwaway PostgreSQL on port {servers['postgres'].port}")

@@ -242,6 +242,8 @@ def test_concurrent_changes_of_one_customer_in_both_sources(pg_server, mariadb_s
     sources = {e["event_id"].split(":", 1)[0] for e in conflict["events"]}
     assert sources == {"crm", "erp"}
     assert conflict["status"] == "auto_resolved"
+    assert "changed phone" in conflict["explanation"] and "changed credit_limit" in conflict["explanation"]
+    assert conflict["explanation"].endswith("neither having seen the other's change; merged both")
     merged = conflict["resolution"]["resolved_row"]
     assert merged["phone"] == "555-0799" and Decimal(str(merged["credit_limit"])) == 900
     assert two.crm_rows() == two.erp_rows()

@@ -296,9 +296,14 @@ def _explain(entity: EntitySettings, change: Change, earlier: Change | None, the
             return source
         return f"{c.writer or 'transaction ' + str(c.txid)} in {c.source} at {c.commit_ts.strftime('%H:%M:%S')}"
 
-    what = ", ".join(fields)
-    text = (f"{entity.name} {change.key}: {what} changed by {who(earlier, theirs.source)} and by "
-            f"{who(change, change.source)}, neither having seen the other")
+    def changed(row: dict[str, Any] | None) -> str:
+        if change.before is None or row is None:
+            return "the row"
+        names = [f for f in fields if f in differing_fields(change.before, row, frozenset())]
+        return ", ".join(names) or "nothing new"
+
+    text = (f"{entity.name} {change.key}: {who(earlier, theirs.source)} changed {changed(theirs.row)} and "
+            f"{who(change, change.source)} changed {changed(change.after)}, neither having seen the other's change")
     resolution = decision.resolution or {}
     if decision.hold:
         return text + "; held for review"
