@@ -24,6 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     reading = argparse.ArgumentParser(add_help=False)
     reading.add_argument("--json", action="store_true", help="machine-readable output")
 
+    selecting = argparse.ArgumentParser(add_help=False)
+    selecting.add_argument("--source")
+    selecting.add_argument("--table", help="schema.table (or table)")
+    selecting.add_argument("--key", action="append", default=[], metavar="COLUMN=VALUE")
+    selecting.add_argument("--since", help="ISO-8601 commit time, inclusive")
+    selecting.add_argument("--until", help="ISO-8601 commit time, exclusive")
+
     parser = argparse.ArgumentParser(prog="cdc", description="Change-data capture with conflict detection.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("check", parents=[common, reading], help="preflight: settings, privileges, tables")
@@ -32,13 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("run", parents=[common], help="the daemon")
     p.add_argument("--drain", action="store_true", help="stop once the sources' current end is reached")
     verbs.add_parser("status", parents=[common, reading], help="positions, lag, retained WAL, events/s")
-    p = verbs.add_parser("events", parents=[common, reading], help="query the event log")
-    p.add_argument("--source")
-    p.add_argument("--table", help="schema.table (or table)")
-    p.add_argument("--key", action="append", default=[], metavar="COLUMN=VALUE")
-    p.add_argument("--since", help="ISO-8601 commit time, inclusive")
-    p.add_argument("--until", help="ISO-8601 commit time, exclusive")
+    p = verbs.add_parser("events", parents=[common, reading, selecting], help="query the event log")
     p.add_argument("--limit", type=int)
+    p = verbs.add_parser("replay", parents=[common, reading, selecting],
+                         help="send events from the log again to one database target")
+    p.add_argument("--target", required=True, help="the target's name")
+    p.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
     p = verbs.add_parser("conflicts", help="the conflicts found and the review queue")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[common, reading], help="conflicts, oldest first")
@@ -65,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cdc: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(settings.log.level, settings.log.format if args.verb == "run" else "text")
+    if args.verb == "run":
+        setup_logging(settings.log.level, settings.log.format)
+    else:  # with --json, stdout holds only the JSON
+        setup_logging(settings.log.level, "text", sys.stderr if getattr(args, "json", False) else None)
     from cdc import commands
 
     handler = getattr(commands, args.verb)

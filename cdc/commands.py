@@ -17,7 +17,10 @@ from cdc.logs import one_line
 from cdc.retry import Unreachable, retry_call
 from cdc.sources.base import SourceError
 from cdc.pipeline.sync import written_tables
+from cdc.progress import Progress
+from cdc.replay import EventFilter
 from cdc.state.store import StateStore, StateStoreError
+from cdc.targets import TargetError
 
 ONE_SHOT_ATTEMPTS = 3
 
@@ -295,8 +298,8 @@ def _bytes(value: int | None) -> str:
     return str(value)
 
 
-def events(settings: Settings, args: argparse.Namespace) -> int:
-    store = _open_store(settings)
+def _event_filter(args: argparse.Namespace) -> EventFilter:
+    """The events ``--source``, ``--table``, ``--key COLUMN=VALUE``, ``--since`` and ``--until`` select."""
     key = {}
     for item in args.key:
         column, sep, value = item.partition("=")
@@ -309,8 +312,12 @@ def events(settings: Settings, args: argparse.Namespace) -> int:
                 datetime.fromisoformat(value)
             except ValueError:
                 raise CommandError(f"{name} {value!r}: not an ISO-8601 time (e.g. 2026-11-22T10:00:00+00:00)", 2)
-    for doc in store.query_events(source=args.source, table=args.table, key=key, since=_utc(args.since),
-                                  until=_utc(args.until), limit=args.limit):
+    return EventFilter(args.source, args.table, key, _utc(args.since), _utc(args.until))
+
+
+def events(settings: Settings, args: argparse.Namespace) -> int:
+    store = _open_store(settings)
+    for doc in store.query_events(**_event_filter(args).as_query(), limit=args.limit):
         if args.json:
             print(doc)
         else:
@@ -318,6 +325,36 @@ def events(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{event['commit_ts']} {event['event_id']} {event['op']:8} {event['schema']}.{event['table']}"
                   f" {json.dumps(event['key'])} v{event['version']} changed={','.join(event['changed'])}")
     return 0
+
+
+def replay(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.replay import ReplayError, replay as replay_events
+
+    selection = _event_filter(args)
+    store = _open_store(settings)
+    try:
+        progress = None if args.dry_run else Progress(f"replay to {args.target}",
+                                                     sum(store.count_replayable(**selection.as_query()).values()))
+        result = replay_events(settings, store, args.target, selection, dry_run=args.dry_run, progress=progress)
+    except ReplayError as exc:
+        raise CommandError(str(exc), 2) from None
+    except TargetError as exc:
+        raise CommandError(str(exc), 3 if exc.fatal else 4) from None
+    finally:
+        store.close()
+    if progress is not None:
+        progress.finish()
+    total = sum(result.tables.values())
+    if args.json:
+        print(json.dumps({"target": args.target, "dry_run": args.dry_run, "events": total, "tables": result.tables,
+                          "sent": result.sent, "failed": result.failed}))
+    else:
+        verb = "would send" if args.dry_run else "sent"
+        print(f"{verb} {total if args.dry_run else result.sent} event(s) to target {args.target}"
+              + "".join(f"\n  {table}: {count}" for table, count in result.tables.items()))
+        for failure in result.failed:
+            print(f"FAILED {failure['table']} {failure['key']} (event {failure['event_id']}): {failure['reason']}")
+    return 1 if result.failed else 0
 
 
 def _utc(value: str | None) -> str | None:

@@ -45,9 +45,11 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split()) if message is not None else "failed"
 
 
-def setup_logging(level: str = "info", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def setup_logging(level: str = "info", fmt: str = "json", stream=None) -> None:
+    """Log lines to ``stream`` (default: stdout, for journald)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("psycopg").setLevel(logging.ERROR)  # its notes on failed pipelines repeat our errors

@@ -416,31 +416,33 @@ class StateStore:
                      key: dict[str, str] | None = None, since: str | None = None, until: str | None = None,
                      limit: int | None = None) -> Iterator[str]:
         """Event documents matching the filters, oldest first (for ``cdc events``)."""
-        clauses, params = ["1 = 1"], []
-        if source:
-            clauses.append("source = ?")
-            params.append(source)
-        if table:
-            schema, _, name = table.rpartition(".")
-            if schema:
-                clauses.append("schema_name = ?")
-                params.append(schema)
-            clauses.append("table_name = ?")
-            params.append(name)
-        for column, value in (key or {}).items():
-            clauses.append("CAST(json_extract(key, ?) AS TEXT) = ?")
-            params.extend([_json_path(column), value])
-        if since:
-            clauses.append("commit_ts >= ?")
-            params.append(since)
-        if until:
-            clauses.append("commit_ts < ?")
-            params.append(until)
-        sql = f"SELECT doc FROM events WHERE {' AND '.join(clauses)} ORDER BY log_id"
+        where, params = _event_filters(source, table, key, since, until)
+        sql = f"SELECT doc FROM events WHERE {where} ORDER BY log_id"
         if limit:
             sql += f" LIMIT {int(limit)}"
         for (doc,) in self._db.execute(sql, params):
             yield doc
+
+    def replayable(self, *, after_log_id: int, limit: int, source: str | None = None, table: str | None = None,
+                   key: dict[str, str] | None = None, since: str | None = None,
+                   until: str | None = None) -> list[StoredEvent]:
+        """Events matching the filters after ``after_log_id``, in log order, that a target can be
+        sent again (rows cdc wrote into sources are left out)."""
+        where, params = _event_filters(source, table, key, since, until)
+        rows = self._db.execute(
+            "SELECT log_id, coalesce(origin, source), txn_key, seq, event_id, schema_name, table_name, op, key,"
+            f" doc, native FROM events WHERE {where} AND log_id > ? AND source NOT LIKE 'sync:%'"
+            " ORDER BY log_id LIMIT ?", [*params, after_log_id, limit]).fetchall()
+        return [_stored_event(row) for row in rows]
+
+    def count_replayable(self, *, source: str | None = None, table: str | None = None,
+                         key: dict[str, str] | None = None, since: str | None = None,
+                         until: str | None = None) -> dict[str, int]:
+        """How many events ``replayable`` would give, by "schema.table"."""
+        where, params = _event_filters(source, table, key, since, until)
+        return dict(self._db.execute(
+            f"SELECT schema_name || '.' || table_name, count(*) FROM events WHERE {where}"
+            " AND source NOT LIKE 'sync:%' GROUP BY 1 ORDER BY 1", params).fetchall())
 
     def counts(self) -> dict[str, Any]:
         events = dict(self._db.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
@@ -467,6 +469,32 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _event_filters(source: str | None, table: str | None, key: dict[str, str] | None, since: str | None,
+                   until: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of an event query by source, table, key and time."""
+    clauses, params = ["1 = 1"], []
+    if source:
+        clauses.append("source = ?")
+        params.append(source)
+    if table:
+        schema, _, name = table.rpartition(".")
+        if schema:
+            clauses.append("schema_name = ?")
+            params.append(schema)
+        clauses.append("table_name = ?")
+        params.append(name)
+    for column, value in (key or {}).items():
+        clauses.append("CAST(json_extract(key, ?) AS TEXT) = ?")
+        params.extend([_json_path(column), value])
+    if since:
+        clauses.append("commit_ts >= ?")
+        params.append(since)
+    if until:
+        clauses.append("commit_ts < ?")
+        params.append(until)
+    return " AND ".join(clauses), params
 
 
 def _json_path(column: str) -> str:

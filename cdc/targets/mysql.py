@@ -96,7 +96,9 @@ class MysqlTarget(DatabaseTarget):
 
     # -- applying ------------------------------------------------------------------
 
-    def apply(self, source: str, events: list[StoredEvent]) -> None:
+    def apply(self, source: str, events: list[StoredEvent], record: bool = True) -> None:
+        """Write the events' rows, and (``record``) the last one's position, in one transaction;
+        a replay (``record=False``) leaves the stream's position alone."""
         if not events:
             return
         assert self._conn is not None
@@ -106,11 +108,12 @@ class MysqlTarget(DatabaseTarget):
             with self._conn.cursor() as cur:
                 # the position first: for a sync target it tells the source's stream that the
                 # transaction's rows are echoes of cdc's own write
-                cur.execute(
-                    f"INSERT INTO {self._position_table} (target, source, txn_key, seq, event_id)"
-                    " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE txn_key = VALUES(txn_key),"
-                    " seq = VALUES(seq), event_id = VALUES(event_id), applied_at = CURRENT_TIMESTAMP(6)",
-                    (self.name, source, last.txn_key, last.seq, last.event_id))
+                if record:
+                    cur.execute(
+                        f"INSERT INTO {self._position_table} (target, source, txn_key, seq, event_id)"
+                        " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE txn_key = VALUES(txn_key),"
+                        " seq = VALUES(seq), event_id = VALUES(event_id), applied_at = CURRENT_TIMESTAMP(6)",
+                        (self.name, source, last.txn_key, last.seq, last.event_id))
                 for statement, params in consecutive_runs(actions):
                     cur.executemany(statement, params)
             self._conn.commit()
@@ -120,7 +123,8 @@ class MysqlTarget(DatabaseTarget):
         except pymysql.MySQLError as exc:
             self._rollback()
             raise _error(f"target {self.name}", exc) from None
-        self._positions[source] = (last.txn_key, last.seq)
+        if record:
+            self._positions[source] = (last.txn_key, last.seq)
 
     def _rollback(self) -> None:
         try:

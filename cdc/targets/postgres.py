@@ -73,7 +73,9 @@ class PostgresTarget(DatabaseTarget):
 
     # -- applying ------------------------------------------------------------------
 
-    def apply(self, source: str, events: list[StoredEvent]) -> None:
+    def apply(self, source: str, events: list[StoredEvent], record: bool = True) -> None:
+        """Write the events' rows, and (``record``) the last one's position, in one transaction;
+        a replay (``record=False``) leaves the stream's position alone."""
         if not events:
             return
         assert self._conn is not None
@@ -81,12 +83,14 @@ class PostgresTarget(DatabaseTarget):
         try:
             actions = [action for event in events for action in self._actions(event)]
             with self._conn.transaction(), self._conn.cursor() as cur:
-                if self._marks_writes:  # first, so that the source's stream knows the rows as echoes
+                if self._marks_writes and record:  # first, so that the source's stream knows the rows as echoes
                     marker = WriteBack(self.name, source, last.txn_key, last.seq)
                     cur.execute("SELECT pg_logical_emit_message(true, %s, %s)",
                                 (SYNC_MESSAGE_PREFIX, marker.to_json()))
                 for statement, params in consecutive_runs((a.statement, a.params) for a in actions):
                     cur.executemany(statement, params)
+                if not record:
+                    return
                 cur.execute(sql.SQL(
                     "INSERT INTO {} (target, source, txn_key, seq, event_id) VALUES (%s, %s, %s, %s, %s)"
                     " ON CONFLICT (target, source) DO UPDATE SET txn_key = EXCLUDED.txn_key,"
