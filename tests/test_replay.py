@@ -97,3 +97,31 @@ def test_replay_refuses_a_jsonl_target_and_an_unknown_one(pg_server, tmp_path):
         result = crm.cdc("replay", "--target", name)
         assert result.returncode == 2
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_replay_script_asks_logs_and_passes_on_the_exit_status(pg_server, tmp_path):
+    import subprocess
+
+    from tests.helpers import PROJECT
+
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"])
+    crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers SELECT i, 'c' || i, 'p', 1 FROM generate_series(1, 20) i")
+    crm.drain()
+    fresh = _fresh_target(crm, pg_server, "fresh", SCHEMA.replace("credit numeric(12,2)",
+                                                                  "credit numeric(12,2), CHECK (id <> 7)"))
+    env = crm.env(CDC_LOG_DIR=str(tmp_path / "logs"), CDC=f"{PROJECT}/.venv/bin/python -m cdc")
+
+    def script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(PROJECT / "scripts" / "replay"), "--target", "fresh", *args], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+
+    asked = script()
+    assert asked.returncode == 2 and "give --yes" in asked.stderr
+    assert "would send 20 event(s) to target fresh" in asked.stdout and _rows(fresh) == []
+    done = script("--yes")
+    assert done.returncode == 1, done.stdout + done.stderr  # the row the target refuses
+    assert 'FAILED public.customers {"id": 7}' in done.stdout and len(_rows(fresh)) == 19
+    logs = list((tmp_path / "logs").glob("replay-*.log"))
+    assert logs and any('FAILED public.customers {"id": 7}' in log.read_text() for log in logs)
