@@ -221,6 +221,9 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     store = _open_store(settings)
     now = time.time()
     counts = store.counts()
+    oldest = store.oldest_event()
+    counts["oldest_replayable"] = {"commit_ts": oldest[0], "event_id": oldest[1]} if oldest else None
+    counts["retain_days"] = settings.event_log.retain_days
     report: dict[str, Any] = {"sources": [], "targets": [], "events": counts,
                               "events_per_second": round(store.events_recorded_since(now - 60) / 60, 2),
                               "open_conflicts": store.open_conflicts()}
@@ -280,8 +283,10 @@ def _print_status(report: dict[str, Any]) -> None:
     for t in report["targets"]:
         print(f"target {t['name']}: {t['source']} applied through {t['txn_key']}:{t['seq']}"
               f" ({t['updated_age_seconds']}s ago)")
-    print(f"events/s (last minute): {report['events_per_second']}; oldest event: "
-          f"{report['events']['oldest_commit_ts'] or '-'}")
+    oldest = report["events"]["oldest_replayable"]
+    print(f"events/s (last minute): {report['events_per_second']}; oldest replayable event: "
+          + (f"{oldest['event_id']} at {oldest['commit_ts']}" if oldest else "-")
+          + f" (kept {report['events']['retain_days']:g} days)")
     pending = report["open_conflicts"]
     print(f"open conflicts: {sum(pending.values())}"
           + (f" ({', '.join(f'{n} {kind}' for kind, n in sorted(pending.items()))}; see cdc conflicts list)"

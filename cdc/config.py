@@ -219,6 +219,10 @@ class AlertSettings(_Section):
     email: EmailSettings | None = None
 
 
+class EventLogSettings(_Section):
+    retain_days: float = Field(default=7, gt=0)  # events older than this are pruned once every target has them
+
+
 class PipelineSettings(_Section):
     flush_interval_seconds: float = Field(default=0.5, gt=0)
     store_batch: int = Field(default=1000, ge=1)
@@ -248,6 +252,7 @@ class Settings(BaseSettings):
     conflicts: ConflictSettings = ConflictSettings()
     alerts: AlertSettings = AlertSettings()
     targets: list[TargetSettings] = []
+    event_log: EventLogSettings = EventLogSettings()
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()

@@ -125,3 +125,24 @@ def test_the_replay_script_asks_logs_and_passes_on_the_exit_status(pg_server, tm
     assert 'FAILED public.customers {"id": 7}' in done.stdout and len(_rows(fresh)) == 19
     logs = list((tmp_path / "logs").glob("replay-*.log"))
     assert logs and any('FAILED public.customers {"id": 7}' in log.read_text() for log in logs)
+
+
+def test_events_past_retention_are_pruned_once_every_target_has_them(pg_server, tmp_path):
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
+                   extra_config="[event_log]\nretain_days = 0.00002\n")  # 1.7 seconds
+    crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO customers SELECT i, 'c' || i, 'p', 1 FROM generate_series(1, 100) i")
+    crm.drain()
+    time.sleep(2)
+    with crm.source() as conn:
+        conn.execute("UPDATE customers SET phone = 'q' WHERE id <= 10")
+    crm.drain()
+    kept = [json.loads(line) for line in crm.cdc("events", "--json").stdout.splitlines()]
+    assert [(e["op"], e["key"]["id"]) for e in kept] == [("update", i) for i in range(1, 11)]
+    status = json.loads(crm.cdc("status", "--json").stdout)
+    assert status["events"]["oldest_replayable"]["event_id"] == kept[0]["event_id"]
+    assert f"oldest replayable event: {kept[0]['event_id']}" in crm.cdc("status").stdout
+    with crm.target() as dst:  # the targets had every event before any was pruned
+        assert dst.execute("SELECT count(*) FROM customers WHERE phone = 'q'").fetchone()[0] == 10
+        assert dst.execute("SELECT count(*) FROM customers").fetchone()[0] == 100

@@ -31,6 +31,9 @@ from cdc.values import key_text
 log = logging.getLogger("cdc.pipeline")
 
 QUEUE_BATCHES = 8  # batches of up to 1,000 changes waiting between a source and the store
+PRUNE_EVERY_SECONDS = 60.0
+PRUNE_BATCH = 2000  # events deleted per state store transaction
+PRUNE_BUDGET_SECONDS = 0.5
 
 
 class Stopped(Exception):
@@ -115,7 +118,7 @@ class Pipeline:
 
     def _loop(self, drain: bool) -> None:
         interval = self.settings.pipeline.flush_interval_seconds
-        last_checkpoint = time.monotonic()
+        last_checkpoint, last_prune = time.monotonic(), 0.0  # prune at the first checkpoint too
         while not self._stop.is_set():
             try:
                 name, payload = self._queue.get(timeout=interval)
@@ -128,6 +131,9 @@ class Pipeline:
             if time.monotonic() - last_checkpoint >= interval or (drain and self._all_drained()):
                 self.checkpoint()
                 last_checkpoint = time.monotonic()
+                if last_checkpoint - last_prune >= PRUNE_EVERY_SECONDS:
+                    self.prune()
+                    last_prune = time.monotonic()
                 if drain and self._all_drained():
                     log.info("drained: every source is read up to its end position")
                     self.drained = True
@@ -218,6 +224,23 @@ class Pipeline:
                 self.store.set_acked(name, position)
                 run.acked = position
             run.to_ack = None
+
+    def prune(self) -> int:
+        """Drop events past ``event_log.retain_days`` in short transactions, for at most
+        ``PRUNE_BUDGET_SECONDS`` at a time, so that streaming never waits long for it."""
+        cutoff = time.time() - self.settings.event_log.retain_days * 86400
+        deadline = time.monotonic() + PRUNE_BUDGET_SECONDS
+        pruned = 0
+        while time.monotonic() < deadline:
+            with self.store.transaction():
+                count = self.store.prune_events(cutoff, PRUNE_BATCH)
+            pruned += count
+            if count < PRUNE_BATCH:
+                break
+        if pruned:
+            log.info("pruned %d events older than %g days from the event log", pruned,
+                     self.settings.event_log.retain_days, extra={"pruned": pruned})
+        return pruned
 
     def _all_targets(self) -> list[Target]:
         return [*self.targets, *self.sync_targets.values()]

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS natural_keys (
     PRIMARY KEY (source, schema_name, table_name, names, vals, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS natural_keys_by_row ON natural_keys (source, schema_name, table_name, key);
+CREATE INDEX IF NOT EXISTS natural_keys_by_event ON natural_keys (event_id);
 CREATE TABLE IF NOT EXISTS held_keys (
     source TEXT NOT NULL,
     schema_name TEXT NOT NULL,
@@ -443,6 +444,23 @@ class StateStore:
         return dict(self._db.execute(
             f"SELECT schema_name || '.' || table_name, count(*) FROM events WHERE {where}"
             " AND source NOT LIKE 'sync:%' GROUP BY 1 ORDER BY 1", params).fetchall())
+
+    def prune_events(self, recorded_before: float, limit: int) -> int:
+        """Delete up to ``limit`` events recorded before the cutoff that every target holds, no
+        pending conflict names, and no natural key points to; how many went."""
+        return self._db.execute(
+            "DELETE FROM events WHERE log_id IN (SELECT e.log_id FROM events e WHERE e.recorded_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM target_positions t WHERE t.source = e.source"
+            "  AND (t.txn_key < e.txn_key OR (t.txn_key = e.txn_key AND t.seq < e.seq)))"
+            " AND NOT EXISTS (SELECT 1 FROM natural_keys n WHERE n.event_id = e.event_id)"
+            " AND NOT EXISTS (SELECT 1 FROM conflicts c, json_each(c.events) j WHERE c.status = 'pending'"
+            "  AND json_extract(j.value, '$.event_id') = e.event_id)"
+            " ORDER BY e.log_id LIMIT ?)", (recorded_before, limit)).rowcount
+
+    def oldest_event(self) -> tuple[str, str] | None:
+        """The oldest event still in the log (what ``replay`` can reach back to): (commit_ts, event_id)."""
+        row = self._db.execute("SELECT commit_ts, event_id FROM events ORDER BY log_id LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else None
 
     def counts(self) -> dict[str, Any]:
         events = dict(self._db.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
