@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("status", parents=[common, reading], help="positions, lag, retained WAL, events/s")
     p = verbs.add_parser("events", parents=[common, reading, selecting], help="query the event log")
     p.add_argument("--limit", type=int)
+    p = verbs.add_parser("snapshot", parents=[common, reading],
+                         help="load the tables into the targets; streaming starts where it ends")
+    p.add_argument("--source", help="the source (default: every source)")
+    p.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
+                   help="only this table of the source (repeatable; default: all its tables)")
+    p.add_argument("--chunk-rows", type=int, default=5000, help="rows read per chunk (default 5000)")
+    p.add_argument("--dry-run", action="store_true", help="count the rows that would be read, read nothing")
     p = verbs.add_parser("replay", parents=[common, reading, selecting],
                          help="send events from the log again to one database target")
     p.add_argument("--target", required=True, help="the target's name")

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from cdc.config import Settings
+from cdc.config import ConfigError, Settings
 from cdc.dsn import DsnError, connect_kwargs, redact_dsn
 from cdc.logs import one_line
 from cdc.retry import Unreachable, retry_call
@@ -210,9 +210,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 # -- status / events ---------------------------------------------------------------------
 
-def _open_store(settings: Settings) -> StateStore:
+def _open_store(settings: Settings, readonly: bool = True) -> StateStore:
     try:
-        return StateStore(settings.state_dir, readonly=True)
+        return StateStore(settings.state_dir, readonly=readonly)
     except StateStoreError as exc:
         raise CommandError(str(exc), 3) from None
 
@@ -329,6 +329,52 @@ def events(settings: Settings, args: argparse.Namespace) -> int:
             event = json.loads(doc)
             print(f"{event['commit_ts']} {event['event_id']} {event['op']:8} {event['schema']}.{event['table']}"
                   f" {json.dumps(event['key'])} v{event['version']} changed={','.join(event['changed'])}")
+    return 0
+
+
+def snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.snapshot import SnapshotError, plan, snapshot as take_snapshot
+
+    try:
+        sources = [settings.source(args.source)] if args.source else settings.sources
+    except ConfigError as exc:
+        raise CommandError(str(exc), 2) from None
+    report = []
+    for source in sources:
+        tables = source.qualified_tables
+        if args.table:
+            unknown = [t for t in args.table if t not in source.tables]
+            if unknown and args.source:
+                raise CommandError(f"--table {unknown[0]}: not one of source {source.name}'s tables"
+                                   f" ({', '.join(source.tables)})", 2)
+            tables = [t for t in tables if ".".join(t) in args.table]
+        if not tables:
+            continue
+        try:
+            if args.dry_run:
+                rows = plan(settings, source, tables)
+                report.append({"source": source.name, "tables": rows})
+                if not args.json:
+                    print(f"would read {sum(rows.values())} row(s) from source {source.name}"
+                          + "".join(f"\n  {table}: {count}" for table, count in rows.items()))
+                continue
+            store = _open_store(settings, readonly=False)
+            try:
+                progress = Progress(f"snapshot of {source.name}", None)
+                read = take_snapshot(settings, store, source, tables, args.chunk_rows, progress)
+                progress.finish()
+            finally:
+                store.close()
+        except SnapshotError as exc:
+            raise CommandError(str(exc), 3) from None
+        except SourceError as exc:
+            raise CommandError(str(exc), 3 if exc.fatal else 4) from None
+        report.append({"source": source.name, "rows": read})
+        if not args.json:
+            print(f"source {source.name}: {read} row(s) read; the daemon applies them to the targets and streams on"
+                  " from there")
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "sources": report}))
     return 0
 
 

@@ -64,6 +64,10 @@ class Daemon:
     def _run_once(self, store: StateStore, drain: bool) -> None:
         if self._stop.is_set():
             return
+        for source in self.settings.sources:
+            if store.get_meta(f"snapshot:{source.name}"):
+                raise SourceError(f"source {source.name}: a snapshot was interrupted: run 'cdc snapshot --source"
+                                  f" {source.name}' again to finish it before streaming", fatal=True)
         sources = [make_source(source) for source in self.settings.sources]
         targets = [make_target(target, store) for target in self.settings.targets]
         syncing = {member: make_target(target, store, marks_writes=True)

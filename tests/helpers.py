@@ -121,6 +121,34 @@ max_seconds = 2
         return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines()]
 
 
+def sample_peak_rss(argv: list[str], env: dict[str, str], kill_when=None) -> tuple[int, str, int]:
+    """Run a process, sampling its resident memory until it exits (or, once ``kill_when()`` is
+    true, SIGKILL it): exit status, output, peak RSS in KiB."""
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=PROJECT)
+    peak = 0
+    output: list[str] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
+    reader.start()
+    while process.poll() is None:
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        peak = max(peak, int(line.split()[1]))
+        except FileNotFoundError:
+            break
+        if kill_when is not None and kill_when():
+            process.kill()
+            break
+        time.sleep(0.05)
+    code = process.wait()
+    reader.join()
+    return code, "".join(output), peak
+
+
 def table_rows(conn: psycopg.Connection, table: str, order_by: str = "id") -> list[tuple]:
     schema, name = table.split(".")
     return conn.execute(

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import threading
-import time
 
-from tests.helpers import PROJECT, CdcSetup
+from tests.helpers import CdcSetup, sample_peak_rss
 
 SCHEMA = "CREATE TABLE public.events (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric);"
 
 
 def _peak_rss_kib(crm: CdcSetup) -> int:
     """Run ``cdc run --drain`` and sample its resident memory until it exits."""
-    process = subprocess.Popen([sys.executable, "-m", "cdc", "run", "--drain"], env=crm.env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
-    peak = 0
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
-    reader.start()
-    while process.poll() is None:
-        try:
-            with open(f"/proc/{process.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        peak = max(peak, int(line.split()[1]))
-        except FileNotFoundError:
-            break
-        time.sleep(0.05)
-    reader.join()
-    assert process.wait() == 0, "".join(output)[-3000:]
+    code, output, peak = sample_peak_rss([sys.executable, "-m", "cdc", "run", "--drain"], crm.env())
+    assert code == 0, output[-3000:]
     return peak
 
 

@@ -69,10 +69,10 @@ class Versioner:
             f'"writer":{encode_value(writer)},"conflicts":[]{_ECHO if echo else ""}}}'
         )
         entity = self._sync.entity_of(self._source, change.schema, change.table)
-        if echo:
+        if echo or change.op == "snapshot":
             if self._detector is not None:
                 self._detector.observe(json.loads(doc), key_json)
-        elif change.op != "truncate" and (self._detector is not None or entity is not None):
+        elif change.op in ("insert", "update", "delete") and (self._detector is not None or entity is not None):
             parsed = json.loads(doc)
             ids = []
             if self._detector is not None:

@@ -106,6 +106,15 @@ CREATE TABLE IF NOT EXISTS entity_rows (
     state TEXT NOT NULL,
     PRIMARY KEY (entity, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshot_tables (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    last_key TEXT,
+    rows_read INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source, schema_name, table_name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS target_positions (
     target TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -384,6 +393,25 @@ class StateStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT INTO meta VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2", (key, value))
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def snapshot_tables(self, source: str) -> dict[tuple[str, str], tuple[list | None, int, bool]]:
+        """(schema, table) -> (last key read, rows read, done) of each table of the source's snapshot."""
+        rows = self._db.execute("SELECT schema_name, table_name, last_key, rows_read, done FROM snapshot_tables"
+                                " WHERE source = ?", (source,)).fetchall()
+        return {(r[0], r[1]): (json.loads(r[2]) if r[2] else None, r[3], bool(r[4])) for r in rows}
+
+    def set_snapshot_table(self, source: str, schema: str, table: str, last_key: list | None, rows_read: int,
+                           done: bool) -> None:
+        self._db.execute(
+            "INSERT INTO snapshot_tables VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, schema_name, table_name)"
+            " DO UPDATE SET last_key = ?4, rows_read = ?5, done = ?6",
+            (source, schema, table, json.dumps(last_key) if last_key is not None else None, rows_read, int(done)))
+
+    def forget_snapshot(self, source: str) -> None:
+        self._db.execute("DELETE FROM snapshot_tables WHERE source = ?", (source,))
+        self._db.execute("DELETE FROM meta WHERE key = ?", (f"snapshot:{source}",))
 
     # -- reading events ------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""Reading PostgreSQL tables for ``cdc snapshot``: a consistent start that the stream joins.
+
+The slot is created with ``EXPORT_SNAPSHOT`` on a replication connection, and the tables are
+read in that very snapshot (``SET TRANSACTION SNAPSHOT``) while the connection stays open:
+the rows read are the database exactly at the slot's consistent point, where streaming
+then starts, so that nothing is missed or seen twice. Rows come in primary-key order, in
+chunks (keyset pagination), every column in its text form decoded by the same loaders as
+the stream's, so a snapshot row and a streamed row of the same values are alike.
+
+A snapshot resumed after an interruption cannot have its exported snapshot back: the rest
+is read in a fresh one, and the stream (from the same consistent point) brings what
+changed in between.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+
+from cdc.config import SourceSettings
+from cdc.dsn import connect_kwargs, conninfo, redact_dsn
+from cdc.logs import one_line
+from cdc.model import RowChange
+from cdc.sources.base import SourceError
+from cdc.sources.pg_protocol import format_lsn, parse_lsn
+from cdc.sources.pg_values import ValueDecoder
+from cdc.sources.postgres import SESSION_OPTIONS
+
+log = logging.getLogger("cdc.snapshot")
+_COLUMNS_SQL = """
+SELECT a.attname, a.atttypid,
+    coalesce(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1, 0)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum
+"""
+
+
+class PostgresSnapshot:
+    """The tables of one PostgreSQL source, read consistently with where its stream starts."""
+
+    def __init__(self, settings: SourceSettings) -> None:
+        self.settings = settings
+        self.where = f"source {settings.name} ({redact_dsn(settings.dsn)})"
+        self._replication: pq.PGconn | None = None
+        self._conn: psycopg.Connection | None = None
+        self._decoder = ValueDecoder()
+
+    def begin(self, resume: dict[str, Any] | None) -> dict[str, Any]:
+        """Open the read; a new snapshot creates the slot and says where the stream starts."""
+        try:
+            self._conn = psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password),
+                                         options=SESSION_OPTIONS)
+        except psycopg.Error as exc:
+            raise SourceError(f"{self.where}: cannot connect: {one_line(exc)}") from None
+        if resume is not None:
+            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return resume
+        lsn, snapshot = self._create_slot()
+        self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        log.info("slot %s created at %s; reading in its exported snapshot", self.settings.slot_name,
+                 format_lsn(lsn), extra={"source": self.settings.name, "position": format_lsn(lsn)})
+        return {"txn_key": f"{lsn - 1:016X}", "position": f"snapshot@{format_lsn(lsn)}", "resume": format_lsn(lsn)}
+
+    def _create_slot(self) -> tuple[int, str]:
+        slot = self.settings.slot_name
+        assert self._conn is not None
+        with psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password), autocommit=True) as admin:
+            row = admin.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row is not None and row[0]:
+                raise SourceError(f"{self.where}: slot {slot!r} is in use: stop the daemon before 'cdc snapshot'",
+                                  fatal=True)
+            if row is not None:  # made by 'cdc setup', never streamed: made again where the snapshot is
+                admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        info = conninfo(self.settings.dsn, self.settings.password, replication="database", client_encoding="UTF8")
+        pgconn = pq.PGconn.connect(info.encode())
+        if pgconn.status != pq.ConnStatus.OK:
+            message = one_line(pgconn.get_error_message())
+            pgconn.finish()
+            raise SourceError(f"{self.where}: cannot open a replication connection: {message}")
+        result = pgconn.exec_(f'CREATE_REPLICATION_SLOT "{slot}" LOGICAL pgoutput EXPORT_SNAPSHOT'.encode())
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            message = one_line(pgconn.get_error_message())
+            pgconn.finish()
+            raise SourceError(f"{self.where}: cannot create slot {slot!r}: {message}", fatal=True)
+        self._replication = pgconn  # open until the read is over: it keeps the snapshot alive
+        return parse_lsn(result.get_value(0, 1).decode()), result.get_value(0, 2).decode()
+
+    def count(self, schema: str, table: str) -> int:
+        assert self._conn is not None
+        return self._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
+
+    def chunks(self, schema: str, table: str, after: list[str] | None,
+               size: int) -> Iterator[tuple[list[RowChange], list[str]]]:
+        """The table's rows after the key ``after`` (text forms), ``size`` at a time, with each
+        chunk's last key."""
+        assert self._conn is not None
+        columns = self._conn.execute(_COLUMNS_SQL, (schema, table)).fetchall()
+        if not columns:
+            raise SourceError(f"{self.where}: table {schema}.{table} does not exist", fatal=True)
+        key = [name for name, _, position in sorted(columns, key=lambda c: c[2]) if position]
+        if not key:
+            raise SourceError(f"{self.where}: table {schema}.{table} has no primary key", fatal=True)
+        names = [name for name, _, _ in columns]
+        loaders = [self._decoder.loader(oid) for _, oid, _ in columns]
+        key_at = [names.index(name) for name in key]
+        # the row's own columns (t.k): a select-list name would sort the text forms instead
+        keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key)
+        select = sql.SQL("SELECT {} FROM {} AS t").format(
+            sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(n)) for n in names),
+            sql.Identifier(schema, table))
+        first = sql.SQL("{} ORDER BY {} LIMIT {}").format(select, keys, sql.Literal(size))
+        query = sql.SQL("{} WHERE ({}) > ({}) ORDER BY {} LIMIT {}").format(
+            select, keys, sql.SQL(", ").join(sql.Placeholder() * len(key)), keys, sql.Literal(size))
+        while True:
+            rows = (self._conn.execute(query, after).fetchall() if after is not None
+                    else self._conn.execute(first).fetchall())
+            if not rows:
+                return
+            changes = []
+            for row in rows:
+                native = dict(zip(names, row))
+                python = {name: None if text is None else load(text.encode())
+                          for name, load, text in zip(names, loaders, row)}
+                changes.append(RowChange(schema, table, "snapshot", {k: python[k] for k in key}, None, python,
+                                         None, native))
+            after = [rows[-1][i] for i in key_at]
+            yield changes, after
+            if len(rows) < size:
+                return
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._replication is not None:
+            self._replication.finish()
+            self._replication = None
