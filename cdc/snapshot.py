@@ -69,8 +69,8 @@ def snapshot(settings: Settings, store: StateStore, source: SourceSettings, tabl
     started = json.loads(stored) if stored else None
     if started is None:
         state = store.source_state(source.name)
-        if state.acked or state.complete_txn:
-            raise SnapshotError(f"source {source.name} already streams (from {state.acked or state.complete_txn}):"
+        if state.complete_txn:  # (a position alone, recorded by 'cdc setup', is no stream yet)
+            raise SnapshotError(f"source {source.name} already streams (events up to {state.complete_position}):"
                                 " re-read its tables with 'cdc backfill' instead")
     elif [tuple(t) for t in started["tables"]] != tables:
         raise SnapshotError(f"an interrupted snapshot of source {source.name} read other tables"
@@ -91,6 +91,7 @@ def snapshot(settings: Settings, store: StateStore, source: SourceSettings, tabl
                             chunk_rows, progress)
         with store.transaction():
             store.mark_complete(source.name, started["txn_key"], started["position"], started["resume"])
+            store.set_acked(source.name, started["resume"])  # where the stream starts, whatever was before
             store.forget_snapshot(source.name)
         return read
     finally:

@@ -131,3 +131,60 @@ def test_a_source_that_streams_already_is_not_snapshotted(pg_server, tmp_path):
     assert result.returncode == 3
     assert "already streams" in result.stderr and "cdc backfill" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_mariadb_snapshot_under_concurrent_writers_then_stream(mariadb_server, pg_server, tmp_path):
+    from tests.helpers import MysqlCdcSetup
+
+    erp = MysqlCdcSetup(mariadb_server, pg_server, tmp_path,
+                        ["CREATE TABLE accounts (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note VARCHAR(40),"
+                         " tags SET('a','b'), flags BIT(8), at TIMESTAMP(6) NULL)"], ["accounts"],
+                        target_sql="CREATE TABLE public.accounts (id bigint PRIMARY KEY, n bigint NOT NULL,"
+                                   " note text, tags text[], flags integer, at timestamptz);")
+    erp.execute("SET time_zone = '+00:00'",
+                "INSERT INTO accounts SELECT seq, 0, MD5(seq), IF(seq % 2, 'a,b', ''), seq % 256,"
+                " '2026-11-22 10:00:00.5' FROM seq_1_to_8000")
+    erp.setup()
+    stop, errors = threading.Event(), []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with erp.mysql(erp.source_db) as conn, conn.cursor() as cur:
+                while not stop.is_set():
+                    cur.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (rng.randint(1, 8000),))
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    writers = [threading.Thread(target=work, args=(seed,)) for seed in range(2)]
+    for writer in writers:
+        writer.start()
+    try:
+        time.sleep(0.5)
+        result = erp.cdc("snapshot", "--chunk-rows", "500")
+        assert result.returncode == 0, result.stdout + result.stderr
+        time.sleep(1)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert not errors, errors
+    erp.drain()
+    with erp.mysql(erp.source_db) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, n FROM accounts ORDER BY id")
+        source = [tuple(row) for row in cur.fetchall()]
+    with erp.target() as dst:
+        assert dst.execute("SELECT id, n FROM accounts ORDER BY id").fetchall() == source
+        assert dst.execute("SELECT tags, flags, at::text FROM accounts WHERE id = 3").fetchone() == (
+            ["a", "b"], 3, "2026-11-22 10:00:00.5+00")
+    chains: dict[int, list[dict]] = {}
+    for event in erp.events():
+        chains.setdefault(event["key"]["id"], []).append(event)
+    streamed = 0
+    for key, events in chains.items():
+        assert events[0]["op"] == "snapshot", (key, events[0])
+        for earlier, later in zip(events, events[1:]):
+            assert later["op"] == "update" and later["after"]["n"] == earlier["after"]["n"] + 1, (key, later)
+            assert later["before"] == earlier["after"]
+            streamed += 1
+    assert streamed > 50

@@ -50,7 +50,7 @@ _EVENTS = [MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, RotateEvent, Heart
 _KEY_SQL = ("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s"
             " AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION")
 _JSON_SQL = ("SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS"
-             " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s")
+             " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION")
 _JSON_CHECK_SQL = ("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
                    " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s")
 
@@ -305,20 +305,28 @@ class MysqlSource:
         if found is not None:
             return found
         assert self._ctl is not None
-        with self._ctl.cursor() as cur:
-            cur.execute(_KEY_SQL, (schema, table))
-            key = [row[0] for row in cur.fetchall()]
-            cur.execute(_JSON_SQL, (schema, table))
-            columns = cur.fetchall()
-            cur.execute(_JSON_CHECK_SQL, (schema, table))
-            checks = " ".join(row[0] for row in cur.fetchall()).lower()
+        key, columns = describe_table(self._ctl, schema, table)
         if not key:
             raise SourceError(f"{self.where}: table {schema}.{table} has no primary key: add one "
                               f"(ALTER TABLE ... ADD PRIMARY KEY (...)) or remove it from 'tables'", fatal=True)
-        json_columns = {name for name, data_type, _ in columns
-                        if data_type.lower() == "json" or f"json_valid(`{name.lower()}`)" in checks}
+        json_columns = {name for name, data_type in columns if data_type == "json"}
         found = self._tables[(schema, table)] = _Table(key, json_columns, {})
         return found
+
+
+def describe_table(conn: pymysql.connections.Connection, schema: str,
+                   table: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The primary key's columns, and every column with its data type (lower case; ``json`` also
+    for MariaDB's LONGTEXT with a ``json_valid`` check), in the table's order."""
+    with conn.cursor() as cur:
+        cur.execute(_KEY_SQL, (schema, table))
+        key = [row[0] for row in cur.fetchall()]
+        cur.execute(_JSON_SQL, (schema, table))
+        columns = cur.fetchall()
+        cur.execute(_JSON_CHECK_SQL, (schema, table))
+        checks = " ".join(row[0] for row in cur.fetchall()).lower()
+    return key, [(name, "json" if data_type.lower() == "json" or f"json_valid(`{name.lower()}`)" in checks
+                  else data_type.lower()) for name, data_type, _ in columns]
 
 
 def _text(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Values read by mysql-replication turned into cdc's Python values (pure, no I/O).
+"""Values read by mysql-replication (or by a SELECT) turned into cdc's Python values (pure, no I/O).
 
 The library hands out TIMESTAMP as a naive UTC datetime, BIT as a string of bits, SET as a
 Python set (``None`` when empty), TIME as a timedelta, and MariaDB's JSON (a LONGTEXT
@@ -68,6 +68,27 @@ def column_converters(columns: list[Any], json_columns: set[str]) -> dict[str, C
         elif column.type in _BY_TYPE:
             converters[column.name] = _BY_TYPE[column.type]
     return converters
+
+
+def _bit_bytes(value: Any) -> Any:
+    return int.from_bytes(value, "big") if isinstance(value, bytes) else value
+
+
+def _set_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return sorted(item for item in value.split(",") if item)
+    return _set(value)
+
+
+_BY_DATA_TYPE: dict[str, Callable[[Any], Any]] = {
+    "timestamp": _timestamp, "bit": _bit_bytes, "set": _set_text, "time": _time, "json": _json_text,
+}
+
+
+def select_converters(columns: list[tuple[str, str]]) -> dict[str, Callable[[Any], Any]]:
+    """Converters for rows read by a SELECT (pymysql's values, for ``cdc snapshot``), by each column's
+    data type, so that they come out as the binlog's rows do."""
+    return {name: _BY_DATA_TYPE[data_type] for name, data_type in columns if data_type in _BY_DATA_TYPE}
 
 
 def convert_row(values: dict[str, Any], none_sources: dict[str, str] | None,
