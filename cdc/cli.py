@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this table of the source (repeatable; default: all its tables)")
     p.add_argument("--chunk-rows", type=int, default=5000, help="rows read per chunk (default 5000)")
     p.add_argument("--dry-run", action="store_true", help="count the rows that would be read, read nothing")
+    p = verbs.add_parser("backfill", parents=[common, reading],
+                         help="re-read rows from a source while the daemon streams, to bring targets in line")
+    p.add_argument("--source", required=True, help="the source to read from")
+    p.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
+                   help="only this table (repeatable; default: all the source's tables)")
+    p.add_argument("--where", help="only the rows of this SQL condition, e.g. \"id BETWEEN 100 AND 200\"")
+    p.add_argument("--target", help="only this target (default: every target)")
+    p.add_argument("--chunk-rows", type=int, default=5000, help="rows read per chunk (default 5000)")
+    p.add_argument("--dry-run", action="store_true", help="count the rows that would be read, store nothing")
     p = verbs.add_parser("replay", parents=[common, reading, selecting],
                          help="send events from the log again to one database target")
     p.add_argument("--target", required=True, help="the target's name")

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
+import pymysql
 
 from cdc.config import ConfigError, Settings
 from cdc.dsn import DsnError, connect_kwargs, redact_dsn
@@ -341,13 +342,10 @@ def snapshot(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc), 2) from None
     report = []
     for source in sources:
-        tables = source.qualified_tables
-        if args.table:
-            unknown = [t for t in args.table if t not in source.tables]
-            if unknown and args.source:
-                raise CommandError(f"--table {unknown[0]}: not one of source {source.name}'s tables"
-                                   f" ({', '.join(source.tables)})", 2)
-            tables = [t for t in tables if ".".join(t) in args.table]
+        if args.table and not args.source:
+            tables = [t for t in source.qualified_tables if ".".join(t) in args.table]
+        else:
+            tables = _chosen_tables(source, args.table)
         if not tables:
             continue
         try:
@@ -375,6 +373,52 @@ def snapshot(settings: Settings, args: argparse.Namespace) -> int:
                   " from there")
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "sources": report}))
+    return 0
+
+
+def _chosen_tables(source, tables: list[str]) -> list[tuple[str, str]]:
+    unknown = [t for t in tables if t not in source.tables]
+    if unknown:
+        raise CommandError(f"--table {unknown[0]}: not one of source {source.name}'s tables"
+                           f" ({', '.join(source.tables)})", 2)
+    return [t for t in source.qualified_tables if not tables or ".".join(t) in tables]
+
+
+def backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc import backfill as backfilling
+
+    try:
+        source = settings.source(args.source)
+    except ConfigError as exc:
+        raise CommandError(str(exc), 2) from None
+    if args.target and args.target not in {t.name for t in settings.targets}:
+        raise CommandError(f"no target named {args.target!r} in the configuration", 2)
+    tables = _chosen_tables(source, args.table)
+    try:
+        if args.dry_run:
+            rows = backfilling.plan(source, tables, args.where)
+            if args.json:
+                print(json.dumps({"dry_run": True, "source": source.name, "tables": rows}))
+            else:
+                print(f"would re-read {sum(rows.values())} row(s) from source {source.name}"
+                      + "".join(f"\n  {table}: {count}" for table, count in rows.items()))
+            return 0
+        store = _open_store(settings, readonly=False)
+        try:
+            progress = Progress(f"backfill of {source.name}", None)
+            read = backfilling.backfill(store, source, tables, args.where, args.target, args.chunk_rows, progress)
+            progress.finish()
+        finally:
+            store.close()
+    except SourceError as exc:
+        raise CommandError(str(exc), 3 if exc.fatal else 4) from None
+    except (psycopg.Error, pymysql.MySQLError) as exc:
+        raise CommandError(f"source {source.name}: {one_line(exc)} (check --where)", 2) from None
+    if args.json:
+        print(json.dumps({"dry_run": False, "source": source.name, "rows": read}))
+    else:
+        print(f"source {source.name}: {read} row(s) re-read; the daemon applies them to"
+              f" {'target ' + args.target if args.target else 'the targets'} at its next checkpoint")
     return 0
 
 

@@ -12,10 +12,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from cdc import event_doc
 from cdc.conflicts.resolution import three_way_merge
 from cdc.model import make_event_id
 from cdc.state.store import NewEvent, StateStore
-from cdc.values import compact_json as _dump, dumps_row
+from cdc.values import dumps_row
 
 REVIEW_SOURCE = "review"
 
@@ -67,12 +68,11 @@ def _store_resolution(store: StateStore, record: dict[str, Any], last: dict[str,
     event_id = make_event_id(REVIEW_SOURCE, txn_key, 0)
     op = "update" if resolved is not None else "delete"
     key = last["key"] if resolved is None else {column: resolved[column] for column in last["key"]}
-    doc = (f'{{"event_id":{_dump(event_id)},"source":{_dump(last["source"])},"schema":{_dump(last["schema"])},'
-           f'"table":{_dump(last["table"])},"op":"{op}","key":{dumps_row(key)},"version":{last["version"]},'
-           f'"before":{dumps_row(last["after"] if resolved is not None else last["before"])},'
-           f'"after":{dumps_row(resolved)},"changed":[],"txid":null,'
-           f'"commit_ts":"{now.isoformat(timespec="microseconds")}","position":{_dump(txn_key)},'
-           f'"writer":{_dump(resolution["by"])},"conflicts":[{_dump(record["id"])}]}}')
+    doc = event_doc.render(event_id=event_id, source=last["source"], schema=last["schema"], table=last["table"],
+                           op=op, key=dumps_row(key), version=last["version"],
+                           before=last["after"] if resolved is not None else last["before"], after=resolved,
+                           commit_ts=now.isoformat(timespec="microseconds"), position=txn_key,
+                           writer=resolution["by"], conflicts=[record["id"]])
     event = NewEvent(REVIEW_SOURCE, txn_key, 0, event_id, last["schema"], last["table"], op, dumps_row(key),
                      now.isoformat(timespec="microseconds"), doc, None, origin=last["source"])
     with store.transaction():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from cdc.config import Settings
+from cdc.backfill import backfill_source, stale as backfill_stale
 from cdc.conflicts.review import REVIEW_SOURCE
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack, sync_source
 from cdc.pipeline.sync import EntitySync
@@ -208,6 +209,12 @@ class Pipeline:
         for name, complete_txn in upto.items():
             for target in self.targets:
                 self._apply(target, name, complete_txn, held)
+        for name in self.runs:  # rows re-read by 'cdc backfill', after what the stream gave
+            pseudo = backfill_source(name)
+            last = self.store.last_txn(pseudo)
+            for target in self.targets if last else ():
+                self._apply(target, pseudo, last, held,
+                            skip=lambda doc, target=target.name: backfill_stale(self.store, doc, target))
         if self.sync_targets:
             with self.store.transaction():
                 self.sync.take_reviews()
@@ -261,7 +268,7 @@ class Pipeline:
                     event.held = since is not None and (event.txn_key, event.seq) >= since
             if skip is not None:
                 for event in events:
-                    event.held = skip(json.loads(event.json))
+                    event.held = event.held or skip(json.loads(event.json))
             target.apply(source, events)
             position = (events[-1].txn_key, events[-1].seq)
             self.store.record_target_position(target.name, source, position)

@@ -25,6 +25,7 @@ import json
 import logging
 from typing import Any, Callable
 
+from cdc import event_doc
 from cdc.config import EntitySettings, Settings, TargetSettings
 from cdc.conflicts.detector import change_from_doc
 from cdc.conflicts.model import Change, Conflict, TableRules
@@ -229,11 +230,9 @@ class EntitySync:
         event_id = make_event_id(pseudo, txn_key, 0)
         op = "delete" if row is None else "update"
         after = None if row is None else _keyed(row, json.loads(key))
-        doc = (f'{{"event_id":{_dump(event_id)},"source":{_dump(member)},"schema":{_dump(schema)},'
-               f'"table":{_dump(table)},"op":"{op}","key":{key},"version":0,"before":null,'
-               f'"after":{dumps_row(after)},"changed":[],"txid":null,"commit_ts":{_dump(commit_ts)},'
-               f'"position":{_dump(txn_key)},"writer":{_dump(cause.writer)},"conflicts":[],'
-               f'"cause":{_dump(cause.event_id)}{extra}}}')
+        doc = event_doc.render(event_id=event_id, source=member, schema=schema, table=table, op=op, key=key,
+                               version=0, before=None, after=after, commit_ts=commit_ts, position=txn_key,
+                               writer=cause.writer, extra=f',"cause":{_dump(cause.event_id)}{extra}')
         self._store.append([NewEvent(pseudo, txn_key, 0, event_id, schema, table, op, key, commit_ts, doc, None,
                                      origin=member)])
 

@@ -58,14 +58,23 @@ class MysqlSnapshot:
         txn_key = f"{positions.binlog_file_number(file):010d}:{max(offset - 1, 0):012d}"
         return {"txn_key": txn_key, "position": f"snapshot@{gtid or f'{file}:{offset}'}", "resume": gtid}
 
+    def begin_backfill(self) -> str:
+        """Open a consistent read for ``cdc backfill``; its binlog position as a transaction key."""
+        self.begin({})
+        assert self._conn is not None
+        with self._conn.cursor() as cur:
+            cur.execute("SHOW STATUS WHERE Variable_name IN ('binlog_snapshot_file', 'binlog_snapshot_position')")
+            status = {name.lower(): value for name, value in cur.fetchall()}
+        return positions.txn_key(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
+
     def count(self, schema: str, table: str) -> int:
         assert self._conn is not None
         with self._conn.cursor() as cur:
             cur.execute(f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(table)}")
             return int(cur.fetchone()[0])
 
-    def chunks(self, schema: str, table: str, after: list[Any] | None,
-               size: int) -> Iterator[tuple[list[RowChange], list[Any]]]:
+    def chunks(self, schema: str, table: str, after: list[Any] | None, size: int,
+               where: str | None = None) -> Iterator[tuple[list[RowChange], list[Any]]]:
         assert self._conn is not None
         key, columns = describe_table(self._conn, schema, table)
         if not columns:
@@ -77,13 +86,14 @@ class MysqlSnapshot:
         quoted_key = ", ".join(map(quote_identifier, key))
         select = (f"SELECT {', '.join(map(quote_identifier, names))} FROM {quote_identifier(schema)}."
                   f"{quote_identifier(table)}")
-        first = f"{select} ORDER BY {quoted_key} LIMIT {int(size)}"
-        query = (f"{select} WHERE ({quoted_key}) > ({', '.join(['%s'] * len(key))})"
+        condition = f"({where.replace('%', '%%')})" if where else "TRUE"  # the DBA's (cdc backfill --where)
+        first = f"{select} WHERE {condition} ORDER BY {quoted_key} LIMIT {int(size)}"
+        query = (f"{select} WHERE ({quoted_key}) > ({', '.join(['%s'] * len(key))}) AND {condition}"
                  f" ORDER BY {quoted_key} LIMIT {int(size)}")
         while True:
             with self._conn.cursor() as cur:
                 if after is None:
-                    cur.execute(first)
+                    cur.execute(first, ())
                 else:
                     cur.execute(query, after)
                 rows = cur.fetchall()

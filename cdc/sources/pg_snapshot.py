@@ -54,11 +54,7 @@ class PostgresSnapshot:
 
     def begin(self, resume: dict[str, Any] | None) -> dict[str, Any]:
         """Open the read; a new snapshot creates the slot and says where the stream starts."""
-        try:
-            self._conn = psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password),
-                                         options=SESSION_OPTIONS)
-        except psycopg.Error as exc:
-            raise SourceError(f"{self.where}: cannot connect: {one_line(exc)}") from None
+        self._connect()
         if resume is not None:
             self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return resume
@@ -68,6 +64,22 @@ class PostgresSnapshot:
         log.info("slot %s created at %s; reading in its exported snapshot", self.settings.slot_name,
                  format_lsn(lsn), extra={"source": self.settings.name, "position": format_lsn(lsn)})
         return {"txn_key": f"{lsn - 1:016X}", "position": f"snapshot@{format_lsn(lsn)}", "resume": format_lsn(lsn)}
+
+    def begin_backfill(self) -> str:
+        """Open a consistent read for ``cdc backfill``; the position (as a transaction key) that
+        every change committed after the read began is at or after."""
+        self._connect()
+        assert self._conn is not None
+        lsn = parse_lsn(self._conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+        self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return f"{lsn:016X}"
+
+    def _connect(self) -> None:
+        try:
+            self._conn = psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password),
+                                         options=SESSION_OPTIONS, autocommit=True)
+        except psycopg.Error as exc:
+            raise SourceError(f"{self.where}: cannot connect: {one_line(exc)}") from None
 
     def _create_slot(self) -> tuple[int, str]:
         slot = self.settings.slot_name
@@ -97,10 +109,10 @@ class PostgresSnapshot:
         assert self._conn is not None
         return self._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
 
-    def chunks(self, schema: str, table: str, after: list[str] | None,
-               size: int) -> Iterator[tuple[list[RowChange], list[str]]]:
+    def chunks(self, schema: str, table: str, after: list[str] | None, size: int,
+               where: str | None = None) -> Iterator[tuple[list[RowChange], list[str]]]:
         """The table's rows after the key ``after`` (text forms), ``size`` at a time, with each
-        chunk's last key."""
+        chunk's last key; ``where`` is a filter the DBA wrote (``cdc backfill --where``)."""
         assert self._conn is not None
         columns = self._conn.execute(_COLUMNS_SQL, (schema, table)).fetchall()
         if not columns:
@@ -116,12 +128,12 @@ class PostgresSnapshot:
         select = sql.SQL("SELECT {} FROM {} AS t").format(
             sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(n)) for n in names),
             sql.Identifier(schema, table))
-        first = sql.SQL("{} ORDER BY {} LIMIT {}").format(select, keys, sql.Literal(size))
-        query = sql.SQL("{} WHERE ({}) > ({}) ORDER BY {} LIMIT {}").format(
-            select, keys, sql.SQL(", ").join(sql.Placeholder() * len(key)), keys, sql.Literal(size))
+        condition = sql.SQL("({})").format(sql.SQL(where.replace("%", "%%"))) if where else sql.SQL("true")
+        first = sql.SQL("{} WHERE {} ORDER BY {} LIMIT {}").format(select, condition, keys, sql.Literal(size))
+        query = sql.SQL("{} WHERE ({}) > ({}) AND {} ORDER BY {} LIMIT {}").format(
+            select, keys, sql.SQL(", ").join(sql.Placeholder() * len(key)), condition, keys, sql.Literal(size))
         while True:
-            rows = (self._conn.execute(query, after).fetchall() if after is not None
-                    else self._conn.execute(first).fetchall())
+            rows = self._conn.execute(query if after is not None else first, after or []).fetchall()
             if not rows:
                 return
             changes = []

@@ -237,6 +237,14 @@ class StateStore:
             " version = version + 1, last_event_id = excluded.last_event_id, live = excluded.live"
             " RETURNING version", (source, schema, table, key, event_id, int(live))).fetchone()[0]
 
+    def row_last_txn(self, source: str, schema: str, table: str, key: str) -> str | None:
+        """The transaction key of the row's last stored change (None: none, or pruned)."""
+        row = self._db.execute(
+            "SELECT e.txn_key FROM row_versions r JOIN events e ON e.event_id = r.last_event_id"
+            " WHERE r.source = ? AND r.schema_name = ? AND r.table_name = ? AND r.key = ?",
+            (source, schema, table, key)).fetchone()
+        return row[0] if row else None
+
     def row_version(self, source: str, schema: str, table: str, key: str) -> int:
         row = self._db.execute("SELECT version FROM row_versions WHERE source = ? AND schema_name = ?"
                                " AND table_name = ? AND key = ?", (source, schema, table, key)).fetchone()
