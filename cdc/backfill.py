@@ -37,8 +37,7 @@ def plan(source: SourceSettings, tables: list[tuple[str, str]], where: str | Non
     reader = make_reader(source)
     try:
         reader.begin_backfill()
-        return {f"{schema}.{table}": sum(len(rows) for rows, _ in reader.chunks(schema, table, None, 10_000, where))
-                for schema, table in tables}
+        return {f"{schema}.{table}": reader.count(schema, table, where) for schema, table in tables}
     finally:
         reader.close()
 

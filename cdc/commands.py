@@ -358,7 +358,7 @@ def snapshot(settings: Settings, args: argparse.Namespace) -> int:
                 continue
             store = _open_store(settings, readonly=False)
             try:
-                progress = Progress(f"snapshot of {source.name}", None)
+                progress = Progress(f"snapshot of {source.name}", sum(plan(settings, source, tables).values()))
                 read = take_snapshot(settings, store, source, tables, args.chunk_rows, progress)
                 progress.finish()
             finally:
@@ -405,7 +405,7 @@ def backfill(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         store = _open_store(settings, readonly=False)
         try:
-            progress = Progress(f"backfill of {source.name}", None)
+            progress = Progress(f"backfill of {source.name}", sum(backfilling.plan(source, tables, args.where).values()))
             read = backfilling.backfill(store, source, tables, args.where, args.target, args.chunk_rows, progress)
             progress.finish()
         finally:

@@ -126,6 +126,8 @@ def test_an_interrupted_snapshot_resumes_after_its_last_chunk_in_bounded_memory(
 def test_a_source_that_streams_already_is_not_snapshotted(pg_server, tmp_path):
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.accounts"])
     crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO accounts VALUES (1, 0, 'streamed')")
     crm.drain()
     result = crm.cdc("snapshot")
     assert result.returncode == 3

@@ -67,10 +67,12 @@ class MysqlSnapshot:
             status = {name.lower(): value for name, value in cur.fetchall()}
         return positions.txn_key(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
 
-    def count(self, schema: str, table: str) -> int:
+    def count(self, schema: str, table: str, where: str | None = None) -> int:
         assert self._conn is not None
+        condition = f"({where.replace('%', '%%')})" if where else "TRUE"
         with self._conn.cursor() as cur:
-            cur.execute(f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(table)}")
+            cur.execute(f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(table)} WHERE {condition}",
+                        ())
             return int(cur.fetchone()[0])
 
     def chunks(self, schema: str, table: str, after: list[Any] | None, size: int,

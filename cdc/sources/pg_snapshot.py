@@ -105,9 +105,11 @@ class PostgresSnapshot:
         self._replication = pgconn  # open until the read is over: it keeps the snapshot alive
         return parse_lsn(result.get_value(0, 1).decode()), result.get_value(0, 2).decode()
 
-    def count(self, schema: str, table: str) -> int:
+    def count(self, schema: str, table: str, where: str | None = None) -> int:
         assert self._conn is not None
-        return self._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
+        condition = sql.SQL(where.replace("%", "%%")) if where else sql.SQL("true")
+        return self._conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+            sql.Identifier(schema, table), condition), []).fetchone()[0]
 
     def chunks(self, schema: str, table: str, after: list[str] | None, size: int,
                where: str | None = None) -> Iterator[tuple[list[RowChange], list[str]]]:
