@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log.level, settings.log.format)
     else:  # with --json, stdout holds only the JSON
         setup_logging(settings.log.level, "text", sys.stderr if getattr(args, "json", False) else None)
-    from cdc import commands
+    from cdc import commands, dba_commands
 
-    handler = getattr(commands, args.verb)
+    handler = getattr(dba_commands if args.verb in ("snapshot", "backfill", "replay") else commands, args.verb)
     try:
         return handler(settings, args)
     except commands.CommandError as exc:

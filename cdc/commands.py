@@ -10,18 +10,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
-import pymysql
 
-from cdc.config import ConfigError, Settings
+from cdc.config import Settings
 from cdc.dsn import DsnError, connect_kwargs, redact_dsn
 from cdc.logs import one_line
 from cdc.retry import Unreachable, retry_call
 from cdc.sources.base import SourceError
 from cdc.pipeline.sync import written_tables
-from cdc.progress import Progress
 from cdc.replay import EventFilter
 from cdc.state.store import StateStore, StateStoreError
-from cdc.targets import TargetError
 
 ONE_SHOT_ATTEMPTS = 3
 
@@ -211,7 +208,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 # -- status / events ---------------------------------------------------------------------
 
-def _open_store(settings: Settings, readonly: bool = True) -> StateStore:
+def open_store(settings: Settings, readonly: bool = True) -> StateStore:
     try:
         return StateStore(settings.state_dir, readonly=readonly)
     except StateStoreError as exc:
@@ -219,7 +216,7 @@ def _open_store(settings: Settings, readonly: bool = True) -> StateStore:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    store = _open_store(settings)
+    store = open_store(settings)
     now = time.time()
     counts = store.counts()
     oldest = store.oldest_event()
@@ -304,7 +301,7 @@ def _bytes(value: int | None) -> str:
     return str(value)
 
 
-def _event_filter(args: argparse.Namespace) -> EventFilter:
+def event_filter(args: argparse.Namespace) -> EventFilter:
     """The events ``--source``, ``--table``, ``--key COLUMN=VALUE``, ``--since`` and ``--until`` select."""
     key = {}
     for item in args.key:
@@ -322,8 +319,8 @@ def _event_filter(args: argparse.Namespace) -> EventFilter:
 
 
 def events(settings: Settings, args: argparse.Namespace) -> int:
-    store = _open_store(settings)
-    for doc in store.query_events(**_event_filter(args).as_query(), limit=args.limit):
+    store = open_store(settings)
+    for doc in store.query_events(**event_filter(args).as_query(), limit=args.limit):
         if args.json:
             print(doc)
         else:
@@ -331,125 +328,6 @@ def events(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{event['commit_ts']} {event['event_id']} {event['op']:8} {event['schema']}.{event['table']}"
                   f" {json.dumps(event['key'])} v{event['version']} changed={','.join(event['changed'])}")
     return 0
-
-
-def snapshot(settings: Settings, args: argparse.Namespace) -> int:
-    from cdc.snapshot import SnapshotError, plan, snapshot as take_snapshot
-
-    try:
-        sources = [settings.source(args.source)] if args.source else settings.sources
-    except ConfigError as exc:
-        raise CommandError(str(exc), 2) from None
-    report = []
-    for source in sources:
-        if args.table and not args.source:
-            tables = [t for t in source.qualified_tables if ".".join(t) in args.table]
-        else:
-            tables = _chosen_tables(source, args.table)
-        if not tables:
-            continue
-        try:
-            if args.dry_run:
-                rows = plan(settings, source, tables)
-                report.append({"source": source.name, "tables": rows})
-                if not args.json:
-                    print(f"would read {sum(rows.values())} row(s) from source {source.name}"
-                          + "".join(f"\n  {table}: {count}" for table, count in rows.items()))
-                continue
-            store = _open_store(settings, readonly=False)
-            try:
-                progress = Progress(f"snapshot of {source.name}", sum(plan(settings, source, tables).values()))
-                read = take_snapshot(settings, store, source, tables, args.chunk_rows, progress)
-                progress.finish()
-            finally:
-                store.close()
-        except SnapshotError as exc:
-            raise CommandError(str(exc), 3) from None
-        except SourceError as exc:
-            raise CommandError(str(exc), 3 if exc.fatal else 4) from None
-        report.append({"source": source.name, "rows": read})
-        if not args.json:
-            print(f"source {source.name}: {read} row(s) read; the daemon applies them to the targets and streams on"
-                  " from there")
-    if args.json:
-        print(json.dumps({"dry_run": args.dry_run, "sources": report}))
-    return 0
-
-
-def _chosen_tables(source, tables: list[str]) -> list[tuple[str, str]]:
-    unknown = [t for t in tables if t not in source.tables]
-    if unknown:
-        raise CommandError(f"--table {unknown[0]}: not one of source {source.name}'s tables"
-                           f" ({', '.join(source.tables)})", 2)
-    return [t for t in source.qualified_tables if not tables or ".".join(t) in tables]
-
-
-def backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from cdc import backfill as backfilling
-
-    try:
-        source = settings.source(args.source)
-    except ConfigError as exc:
-        raise CommandError(str(exc), 2) from None
-    if args.target and args.target not in {t.name for t in settings.targets}:
-        raise CommandError(f"no target named {args.target!r} in the configuration", 2)
-    tables = _chosen_tables(source, args.table)
-    try:
-        if args.dry_run:
-            rows = backfilling.plan(source, tables, args.where)
-            if args.json:
-                print(json.dumps({"dry_run": True, "source": source.name, "tables": rows}))
-            else:
-                print(f"would re-read {sum(rows.values())} row(s) from source {source.name}"
-                      + "".join(f"\n  {table}: {count}" for table, count in rows.items()))
-            return 0
-        store = _open_store(settings, readonly=False)
-        try:
-            progress = Progress(f"backfill of {source.name}", sum(backfilling.plan(source, tables, args.where).values()))
-            read = backfilling.backfill(store, source, tables, args.where, args.target, args.chunk_rows, progress)
-            progress.finish()
-        finally:
-            store.close()
-    except SourceError as exc:
-        raise CommandError(str(exc), 3 if exc.fatal else 4) from None
-    except (psycopg.Error, pymysql.MySQLError) as exc:
-        raise CommandError(f"source {source.name}: {one_line(exc)} (check --where)", 2) from None
-    if args.json:
-        print(json.dumps({"dry_run": False, "source": source.name, "rows": read}))
-    else:
-        print(f"source {source.name}: {read} row(s) re-read; the daemon applies them to"
-              f" {'target ' + args.target if args.target else 'the targets'} at its next checkpoint")
-    return 0
-
-
-def replay(settings: Settings, args: argparse.Namespace) -> int:
-    from cdc.replay import ReplayError, replay as replay_events
-
-    selection = _event_filter(args)
-    store = _open_store(settings)
-    try:
-        progress = None if args.dry_run else Progress(f"replay to {args.target}",
-                                                     sum(store.count_replayable(**selection.as_query()).values()))
-        result = replay_events(settings, store, args.target, selection, dry_run=args.dry_run, progress=progress)
-    except ReplayError as exc:
-        raise CommandError(str(exc), 2) from None
-    except TargetError as exc:
-        raise CommandError(str(exc), 3 if exc.fatal else 4) from None
-    finally:
-        store.close()
-    if progress is not None:
-        progress.finish()
-    total = sum(result.tables.values())
-    if args.json:
-        print(json.dumps({"target": args.target, "dry_run": args.dry_run, "events": total, "tables": result.tables,
-                          "sent": result.sent, "failed": result.failed}))
-    else:
-        verb = "would send" if args.dry_run else "sent"
-        print(f"{verb} {total if args.dry_run else result.sent} event(s) to target {args.target}"
-              + "".join(f"\n  {table}: {count}" for table, count in result.tables.items()))
-        for failure in result.failed:
-            print(f"FAILED {failure['table']} {failure['key']} (event {failure['event_id']}): {failure['reason']}")
-    return 1 if result.failed else 0
 
 
 def _utc(value: str | None) -> str | None:
@@ -467,7 +345,7 @@ def _utc(value: str | None) -> str | None:
 def conflicts(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "resolve":
         return _resolve(settings, args)
-    store = _open_store(settings)
+    store = open_store(settings)
     if args.action == "show":
         found = store.conflicts(conflict_id=args.id)
         if not found:
