@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from cdc.config import Settings
+from cdc.config import Settings, config_path
 from cdc.dsn import DsnError, connect_kwargs, redact_dsn
 from cdc.logs import one_line
 from cdc.retry import Unreachable, retry_call
@@ -201,7 +201,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from cdc.daemon import Daemon
 
     try:
-        return Daemon(settings).run(drain=args.drain)
+        return Daemon(settings, config_path(args.config)).run(drain=args.drain)
     except StateStoreError as exc:
         raise CommandError(str(exc), 3) from None
 
@@ -233,7 +233,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
             "last_transaction": state.complete_position, "events": counts["events_by_source"].get(source.name, 0),
             "server": None}
         try:
-            entry["server"] = _server_status(source)
+            entry["server"] = server_status(source)
         except (psycopg.Error, DsnError, SourceError, OSError) as exc:
             entry["server_error"] = one_line(exc)
         report["sources"].append(entry)
@@ -247,7 +247,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _server_status(source) -> dict[str, Any] | None:
+def server_status(source) -> dict[str, Any] | None:
     if source.kind == "mysql":
         from cdc.sources import mysql_admin
         from cdc.sources.mysql import MysqlSource

@@ -215,12 +215,31 @@ class EmailSettings(_Section):
 class AlertSettings(_Section):
     min_severity: Literal["info", "warning", "error", "critical"] = "warning"
     rate_limit_per_minute: int = Field(default=30, ge=1)
+    retained_wal_bytes: int = Field(default=2**30, ge=0)  # a slot keeping more WAL than this is alerted
+    binlog_purge_headroom_bytes: int = Field(default=0, ge=0)  # alerted when older binlogs are at most this
     webhook: WebhookSettings | None = None
     email: EmailSettings | None = None
 
 
 class EventLogSettings(_Section):
     retain_days: float = Field(default=7, gt=0)  # events older than this are pruned once every target has them
+
+
+class HttpSettings(_Section):
+    listen: str = "127.0.0.1:9187"  # "host:port"; "" turns the HTTP server off
+    token: SecretStr | None = None  # required (as a bearer token) when listen is not a loopback address
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        if value and (":" not in value or not value.rpartition(":")[2].isdigit()):
+            raise ValueError(f"{value!r} must be written as 'host:port' (or \"\" for no HTTP server)")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class PipelineSettings(_Section):
@@ -253,6 +272,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     targets: list[TargetSettings] = []
     event_log: EventLogSettings = EventLogSettings()
+    http: HttpSettings = HttpSettings()
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()

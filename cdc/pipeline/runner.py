@@ -15,12 +15,14 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 from cdc.config import Settings
 from cdc.backfill import backfill_source, stale as backfill_stale
 from cdc.conflicts.review import REVIEW_SOURCE
+from cdc.metrics import Metrics
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack, sync_source
 from cdc.pipeline.sync import EntitySync
 from cdc.pipeline.versioner import Versioner
@@ -61,8 +63,12 @@ class _SourceRun:
 class Pipeline:
     def __init__(self, settings: Settings, store: StateStore, sources: list[Source], targets: list[Target],
                  on_conflict: Callable[[dict], None] | None = None,
-                 sync_targets: dict[str, Target] | None = None) -> None:
+                 sync_targets: dict[str, Target] | None = None, metrics: Metrics | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.on_ready = on_ready
+        self.last_loop = time.monotonic()  # the main loop's heartbeat (systemd's watchdog)
         self.store = store
         self.targets = targets
         self.sync_targets = sync_targets or {}  # member source -> the target writing synced rows into it
@@ -93,6 +99,10 @@ class Pipeline:
         self.checkpoint()
         for thread in self._threads:
             thread.start()
+        for name in self.runs:
+            self.metrics.source_up.labels(name).set(1)
+        if self.on_ready is not None:
+            self.on_ready()
         try:
             self._loop(drain)
         finally:
@@ -121,6 +131,8 @@ class Pipeline:
         interval = self.settings.pipeline.flush_interval_seconds
         last_checkpoint, last_prune = time.monotonic(), 0.0  # prune at the first checkpoint too
         while not self._stop.is_set():
+            self.last_loop = time.monotonic()
+            self.metrics.queue_depth.set(self._queue.qsize())
             try:
                 name, payload = self._queue.get(timeout=interval)
             except queue.Empty:
@@ -168,6 +180,7 @@ class Pipeline:
                     run.drained = True
                 if run.txn is None:
                     run.idle_at = item.resume_position
+                    self.metrics.lag_seconds.labels(run.source.name).set(0)
 
     def _store(self, run: _SourceRun, commit: TxnCommit | None = None) -> None:
         txn = run.txn
@@ -189,6 +202,8 @@ class Pipeline:
                 if commit and not already_complete:
                     self.store.mark_complete(name, txn.txn_key, txn.position, commit.resume_position)
             self.events_stored += len(run.pending)
+            self._count(name, run.pending)
+            self.metrics.lag_seconds.labels(name).set(max(0.0, time.time() - txn.commit_ts.timestamp()))
             if run.pending:
                 run.stored = max(run.stored, (txn.txn_key, run.pending[-1][0]))
             run.pending.clear()
@@ -224,6 +239,7 @@ class Pipeline:
                         skip=lambda doc: self.sync.not_to_write(doc, held))
         for target in self._all_targets():
             target.checkpoint()
+        self.metrics.checkpointed()
         for name, run in self.runs.items():
             position = run.idle_at or run.to_ack
             if position is not None and position != run.acked:
@@ -231,6 +247,11 @@ class Pipeline:
                 self.store.set_acked(name, position)
                 run.acked = position
             run.to_ack = None
+
+    def _count(self, source: str, pending: list[tuple[int, RowChange]]) -> None:
+        counts = Counter((change.schema, change.table, change.op) for _, change in pending)
+        for (schema, table, op), count in counts.items():
+            self.metrics.events.labels(source, f"{schema}.{table}", op).inc(count)
 
     def prune(self) -> int:
         """Drop events past ``event_log.retain_days`` in short transactions, for at most
@@ -269,7 +290,9 @@ class Pipeline:
             if skip is not None:
                 for event in events:
                     event.held = event.held or skip(json.loads(event.json))
+            started = time.perf_counter()
             target.apply(source, events)
+            self.metrics.apply_seconds.labels(target.name).observe(time.perf_counter() - started)
             position = (events[-1].txn_key, events[-1].seq)
             self.store.record_target_position(target.name, source, position)
             if len(events) < limit:

@@ -1,0 +1,1 @@
+"""The daemon's HTTP side: metrics, health and the conflict review page."""
