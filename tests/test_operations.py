@@ -200,3 +200,24 @@ def test_sighup_reloads_log_settings_without_dropping_the_stream(pg_server, tmp_
     lines = crm.daemon_log().strip().splitlines()
     assert json.loads(lines[0])  # JSON before the reload, text after it
     assert not lines[-1].startswith("{")
+
+
+def test_monitor_alerts_on_retained_wal_and_sets_the_gauges(pg_server, tmp_path):
+    from cdc.config import load_settings
+    from cdc.metrics import Metrics
+    from cdc.monitor import Monitor
+
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
+                   extra_config="[alerts]\nretained_wal_bytes = 1000\n")
+    crm.setup()
+    with crm.source() as conn:  # WAL the slot keeps, as nobody reads it
+        conn.execute("INSERT INTO customers SELECT i, repeat('x', 100), 'w' FROM generate_series(1, 2000) i")
+    settings = load_settings(crm.config, environ={})
+    metrics, alerts = Metrics(), []
+    monitor = Monitor(settings, metrics, alerts.append)
+    monitor.check(settings.sources[0])
+    monitor.check(settings.sources[0])  # once an hour at most
+    assert [(a["type"], a["severity"]) for a in alerts] == [("retained_wal", "warning")]
+    assert f"slot {crm.slot} retains" in alerts[0]["explanation"]
+    assert metrics.registry.get_sample_value("cdc_slot_retained_wal_bytes", {"source": "crm"}) > 1000
+    assert metrics.registry.get_sample_value("cdc_source_lag_bytes", {"source": "crm"}) > 0
