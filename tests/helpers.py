@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import random
+import threading
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 
@@ -121,6 +124,33 @@ max_seconds = 2
         return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines()]
 
 
+@contextlib.contextmanager
+def concurrent_writers(connect, step, count: int = 2) -> Iterator[None]:
+    """``count`` threads, each with its own connection (``connect()``), calling ``step(rng, conn)``
+    over and over while the block runs; a writer's error fails the block."""
+    stop, errors = threading.Event(), []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with connect() as conn:
+                while not stop.is_set():
+                    step(rng, conn)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=work, args=(seed,)) for seed in range(count)]
+    for writer in writers:
+        writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert not errors, errors
+
+
 def sample_peak_rss(argv: list[str], env: dict[str, str], kill_when=None) -> tuple[int, str, int]:
     """Run a process, sampling its resident memory until it exits (or, once ``kill_when()`` is
     true, SIGKILL it): exit status, output, peak RSS in KiB."""
@@ -128,8 +158,6 @@ def sample_peak_rss(argv: list[str], env: dict[str, str], kill_when=None) -> tup
                                cwd=PROJECT)
     peak = 0
     output: list[str] = []
-    import threading
-
     reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
     reader.start()
     while process.poll() is None:

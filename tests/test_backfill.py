@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import random
 import signal
-import threading
 import time
 
-from tests.helpers import CdcSetup, table_rows, wait_for
+from tests.helpers import CdcSetup, concurrent_writers, table_rows, wait_for
 
 SCHEMA = "CREATE TABLE public.accounts (id bigint PRIMARY KEY, n bigint NOT NULL, note text);"
 
@@ -29,26 +28,15 @@ def test_a_corrupted_target_is_repaired_by_backfill_while_writes_go_on(pg_server
         with crm.target() as dst:  # behind cdc's back
             dst.execute("DELETE FROM accounts WHERE id % 17 = 0")
             dst.execute("UPDATE accounts SET note = 'corrupted', n = -1 WHERE id % 13 = 0")
-        stop, errors = threading.Event(), []
+        def write(rng: random.Random, conn) -> None:
+            key = rng.randint(1, 5200)
+            if key > 5000:
+                conn.execute("INSERT INTO accounts VALUES (%s, 0, 'new') ON CONFLICT DO NOTHING", (key,))
+            else:
+                conn.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (key,))
+            time.sleep(0.002)
 
-        def work(seed: int) -> None:
-            rng = random.Random(seed)
-            try:
-                with crm.source() as conn:
-                    while not stop.is_set():
-                        key = rng.randint(1, 5200)
-                        if key > 5000:
-                            conn.execute("INSERT INTO accounts VALUES (%s, 0, 'new') ON CONFLICT DO NOTHING", (key,))
-                        else:
-                            conn.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (key,))
-                        time.sleep(0.002)
-            except BaseException as exc:  # reported by the test
-                errors.append(exc)
-
-        writers = [threading.Thread(target=work, args=(seed,)) for seed in range(2)]
-        for writer in writers:
-            writer.start()
-        try:
+        with concurrent_writers(crm.source, write):
             time.sleep(0.5)
             planned = crm.cdc("backfill", "--source", "crm", "--dry-run", "--json")
             assert planned.returncode == 0, planned.stderr
@@ -57,11 +45,6 @@ def test_a_corrupted_target_is_repaired_by_backfill_while_writes_go_on(pg_server
             assert result.returncode == 0, result.stdout + result.stderr
             assert "row(s) re-read" in result.stdout
             time.sleep(1)
-        finally:
-            stop.set()
-            for writer in writers:
-                writer.join()
-        assert not errors, errors
         wait_for(lambda: _equal(crm), timeout=120, what="the target back in line\n" + crm.daemon_log())
     finally:
         daemon.send_signal(signal.SIGTERM)

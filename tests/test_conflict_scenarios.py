@@ -168,10 +168,11 @@ def test_manual_policy_holds_the_key_until_a_person_resolves_it(pg_server, tmp_p
     assert len(resolutions) == 1 and resolutions[0]["conflicts"] == [pending[0]["id"]]
 
 
-def test_repair_proposes_the_row_that_restores_the_lost_change(pg_server, tmp_path):
+def _lost_update_with_repair(pg_server, tmp_path, repair: str) -> CdcSetup:
+    """sales-app's phone change reverted by erp-sync's stale save, with ``repair`` on the table."""
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
                    extra_config=CONFIG.replace('ignore_columns = ["updated_at"]',
-                                               'ignore_columns = ["updated_at"]\nrepair = "propose"'))
+                                               f'ignore_columns = ["updated_at"]\nrepair = "{repair}"'))
     crm.setup()
     with crm.source() as conn:
         conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
@@ -180,6 +181,11 @@ def test_repair_proposes_the_row_that_restores_the_lost_change(pg_server, tmp_pa
         conn.execute("UPDATE customers SET phone = '555-0100', email = 'b@x.io', lock_version = 3,"
                      " updated_by = 'erp-sync'")
     crm.drain()
+    return crm
+
+
+def test_repair_proposes_the_row_that_restores_the_lost_change(pg_server, tmp_path):
+    crm = _lost_update_with_repair(pg_server, tmp_path, "propose")
     [conflict] = _conflicts(crm, "--status", "pending")
     proposed = conflict["resolution"]["proposed_row"]
     assert (proposed["phone"], proposed["email"]) == ("555-0199", "b@x.io")
@@ -188,17 +194,7 @@ def test_repair_proposes_the_row_that_restores_the_lost_change(pg_server, tmp_pa
 
 
 def test_repair_writes_the_restored_row_back_into_the_source(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config=CONFIG.replace('ignore_columns = ["updated_at"]',
-                                               'ignore_columns = ["updated_at"]\nrepair = "write"'))
-    crm.setup()
-    with crm.source() as conn:
-        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
-                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
-        conn.execute("UPDATE customers SET phone = '555-0199', lock_version = 2, updated_by = 'sales-app'")
-        conn.execute("UPDATE customers SET phone = '555-0100', email = 'b@x.io', lock_version = 3,"
-                     " updated_by = 'erp-sync'")
-    crm.drain()
+    crm = _lost_update_with_repair(pg_server, tmp_path, "write")
     crm.drain()  # the written-back row comes back on the stream
     [conflict] = _conflicts(crm, "--type", "lost_update")
     assert conflict["status"] == "auto_resolved" and conflict["resolution"]["written_back"]

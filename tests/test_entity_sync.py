@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -24,7 +23,7 @@ import psycopg
 import pymysql
 import pytest
 
-from tests.helpers import CREATED, PROJECT, wait_for
+from tests.helpers import CREATED, CdcSetup, wait_for
 
 _counter = itertools.count(1)
 PG_TABLE = """CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, phone text, email text,
@@ -34,8 +33,9 @@ MARIADB_TABLE = """CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(1
 COLUMNS = "id, name, phone, email, credit_limit, updated_by"
 
 
-class TwoSources:
-    """crm (PostgreSQL) and erp (MariaDB), one customers entity, a PostgreSQL mirror of both."""
+class TwoSources(CdcSetup):
+    """crm (PostgreSQL) and erp (MariaDB), one customers entity, a PostgreSQL mirror of both (the
+    helpers of ``CdcSetup``: ``cdc``, ``start``, ``events``, ``daemon_log``, ``drop_slot``)."""
 
     def __init__(self, pg_server, mariadb_server, tmp_path: Path, policy: str = "last_writer_wins",
                  sync: bool = True) -> None:
@@ -132,38 +132,6 @@ max_seconds = 2
         with self.erp(self.erp_db) as conn, conn.cursor() as cur:
             cur.execute(f"SELECT {COLUMNS} FROM customers ORDER BY id")
             return [_normal(row) for row in cur.fetchall()]
-
-    def drop_slot(self) -> None:
-        with psycopg.connect(self.pg_admin_dsn, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                         " WHERE slot_name = %s AND active_pid IS NOT NULL", (self.slot,))
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                         " WHERE slot_name = %s AND NOT active", (self.slot,))
-
-    # -- cdc -----------------------------------------------------------------------
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
-        env.update(CDC_CONFIG=str(self.config), PYTHONPATH=str(PROJECT))
-        return env
-
-    def cdc(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cdc", *args], env=self.env(), capture_output=True, text=True,
-                              timeout=timeout, cwd=PROJECT)
-
-    def start(self) -> subprocess.Popen[str]:
-        log = open(self.tmp_path / "daemon.log", "a")
-        return subprocess.Popen([sys.executable, "-m", "cdc", "run"], env=self.env(), stdout=log,
-                                stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
-
-    def daemon_log(self) -> str:
-        path = self.tmp_path / "daemon.log"
-        return path.read_text(errors="replace")[-6000:] if path.exists() else ""
-
-    def events(self) -> list[dict[str, Any]]:
-        if not self.jsonl.exists():
-            return []
-        return [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines()]
 
     def conflicts(self, *args: str) -> list[dict[str, Any]]:
         result = self.cdc("conflicts", "list", "--json", *args)

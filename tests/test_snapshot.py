@@ -6,12 +6,10 @@ import json
 import random
 import sqlite3
 import sys
-import threading
 import time
 
-import psycopg
 
-from tests.helpers import CdcSetup, sample_peak_rss, table_rows
+from tests.helpers import CdcSetup, concurrent_writers, sample_peak_rss, table_rows
 
 SCHEMA = """
 CREATE TABLE public.accounts (id bigint PRIMARY KEY, n bigint NOT NULL, note text);
@@ -19,25 +17,23 @@ CREATE TABLE public.notes (id text PRIMARY KEY, body text, at timestamptz);
 """
 
 
-def _writers(crm: CdcSetup, stop: threading.Event, errors: list[BaseException]) -> list[threading.Thread]:
-    def work(seed: int) -> None:
-        rng = random.Random(seed)
-        try:
-            with crm.source() as conn:
-                while not stop.is_set():
-                    key = rng.randint(1, 20_000)
-                    choice = rng.random()
-                    if choice < 0.9:
-                        conn.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (key,))
-                    elif choice < 0.95:
-                        conn.execute("INSERT INTO accounts VALUES (%s, 0, 'new') ON CONFLICT DO NOTHING",
-                                     (20_000 + key,))
-                    else:
-                        conn.execute("DELETE FROM accounts WHERE id = %s", (key,))
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
+def _account_writes(rng: random.Random, conn) -> None:
+    key = rng.randint(1, 20_000)
+    choice = rng.random()
+    if choice < 0.9:
+        conn.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (key,))
+    elif choice < 0.95:
+        conn.execute("INSERT INTO accounts VALUES (%s, 0, 'new') ON CONFLICT DO NOTHING", (20_000 + key,))
+    else:
+        conn.execute("DELETE FROM accounts WHERE id = %s", (key,))
 
-    return [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+
+def _snapshot_while_writing(setup, connect, step, chunk_rows: str) -> None:
+    with concurrent_writers(connect, step):
+        time.sleep(0.5)
+        result = setup.cdc("snapshot", "--chunk-rows", chunk_rows)
+        assert result.returncode == 0, result.stdout + result.stderr
+        time.sleep(1)
 
 
 def test_snapshot_under_concurrent_writers_then_stream_applies_every_change_once(pg_server, tmp_path):
@@ -49,20 +45,7 @@ def test_snapshot_under_concurrent_writers_then_stream_applies_every_change_once
     planned = crm.cdc("snapshot", "--dry-run", "--json")
     assert planned.returncode == 0, planned.stderr
     assert json.loads(planned.stdout)["sources"][0]["tables"] == {"public.accounts": 20000, "public.notes": 3000}
-    stop, errors = threading.Event(), []
-    writers = _writers(crm, stop, errors)
-    for writer in writers:
-        writer.start()
-    try:
-        time.sleep(0.5)
-        result = crm.cdc("snapshot", "--chunk-rows", "1000")
-        assert result.returncode == 0, result.stdout + result.stderr
-        time.sleep(1)
-    finally:
-        stop.set()
-        for writer in writers:
-            writer.join()
-    assert not errors, errors
+    _snapshot_while_writing(crm, crm.source, _account_writes, "1000")
     crm.drain()
     with crm.source() as src, crm.target() as dst:
         for table in ("public.accounts", "public.notes"):
@@ -147,30 +130,11 @@ def test_mariadb_snapshot_under_concurrent_writers_then_stream(mariadb_server, p
                 "INSERT INTO accounts SELECT seq, 0, MD5(seq), IF(seq % 2, 'a,b', ''), seq % 256,"
                 " '2026-11-22 10:00:00.5' FROM seq_1_to_8000")
     erp.setup()
-    stop, errors = threading.Event(), []
+    def bump(rng: random.Random, conn) -> None:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (rng.randint(1, 8000),))
 
-    def work(seed: int) -> None:
-        rng = random.Random(seed)
-        try:
-            with erp.mysql(erp.source_db) as conn, conn.cursor() as cur:
-                while not stop.is_set():
-                    cur.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (rng.randint(1, 8000),))
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-
-    writers = [threading.Thread(target=work, args=(seed,)) for seed in range(2)]
-    for writer in writers:
-        writer.start()
-    try:
-        time.sleep(0.5)
-        result = erp.cdc("snapshot", "--chunk-rows", "500")
-        assert result.returncode == 0, result.stdout + result.stderr
-        time.sleep(1)
-    finally:
-        stop.set()
-        for writer in writers:
-            writer.join()
-    assert not errors, errors
+    _snapshot_while_writing(erp, lambda: erp.mysql(erp.source_db), bump, "500")
     erp.drain()
     with erp.mysql(erp.source_db) as conn, conn.cursor() as cur:
         cur.execute("SELECT id, n FROM accounts ORDER BY id")
