@@ -100,6 +100,7 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
                    for p in problems]
     report += _check_state_dir(settings)
     report += _check_targets(settings)
+    report += _check_http(settings)
     errors = [item for item in report if item.get("severity", "error") == "error"]
     if args.json:
         print(json.dumps({"ok": not errors, "problems": report}, indent=2))
@@ -120,6 +121,16 @@ def _check_state_dir(settings: Settings) -> list[dict[str, str]]:
         return []
     return [{"source": "state_dir", "problem": f"{directory} is not writable by this user",
              "fix": f"mkdir -p {directory} && chown <cdc user> {directory}"}]
+
+
+def _check_http(settings: Settings) -> list[dict[str, str]]:
+    from cdc.web.server import is_loopback
+
+    if not settings.http.listen or is_loopback(settings.http.address[0]) or settings.http.token:
+        return []
+    return [{"source": "http", "problem": f"[http] listen = {settings.http.listen!r} is not a loopback address and"
+             " no token is set: every request would be refused",
+             "fix": "set [http] token (or CDC_HTTP__TOKEN), or listen on 127.0.0.1"}]
 
 
 def _check_targets(settings: Settings) -> list[dict[str, str]]:

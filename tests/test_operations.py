@@ -221,3 +221,12 @@ def test_monitor_alerts_on_retained_wal_and_sets_the_gauges(pg_server, tmp_path)
     assert f"slot {crm.slot} retains" in alerts[0]["explanation"]
     assert metrics.registry.get_sample_value("cdc_slot_retained_wal_bytes", {"source": "crm"}) > 1000
     assert metrics.registry.get_sample_value("cdc_source_lag_bytes", {"source": "crm"}) > 0
+
+
+def test_check_names_a_non_loopback_listen_without_a_token(pg_server, tmp_path):
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"], extra_config='[http]\nlisten = "0.0.0.0:9999"\n')
+    crm.setup()
+    checked = crm.cdc("check", "--json")
+    assert checked.returncode == 1
+    [problem] = [p for p in json.loads(checked.stdout)["problems"] if p["source"] == "http"]
+    assert "set [http] token" in problem["fix"]
