@@ -8,22 +8,35 @@ or higher is logged at once with its explanation.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.resolution import decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
+from cdc.model import RowChange
 from cdc.state.store import StateStore
-from cdc.values import key_text
+from cdc.values import encode_value, key_text
 
 log = logging.getLogger("cdc.conflicts")
 HISTORY_LIMIT = 50  # changes of one row the rules look at
 HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory
+
+
+class _History(list[Change]):
+    """A row's latest changes, oldest first, and the JSON text of the last one's after image
+    when known (None: read back from the event log)."""
+
+    __slots__ = ("after",)
+
+    def __init__(self, changes: Iterable[Change] = ()) -> None:
+        super().__init__(changes)
+        self.after: str | None = None
 
 
 class Detector:
@@ -35,7 +48,7 @@ class Detector:
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
         self._rules: dict[tuple[str, str], TableRules] = {}
-        self._history: OrderedDict[tuple[str, str, str], list[Change]] = OrderedDict()
+        self._history: OrderedDict[tuple[str, str, str], _History] = OrderedDict()
 
     def rules(self, schema: str, table: str) -> TableRules:
         found = self._rules.get((schema, table))
@@ -47,23 +60,32 @@ class Detector:
                 status_column=t.status_column, status_order=tuple(t.status_order))
         return found
 
-    def check(self, doc: dict[str, Any], key: str, was_live: bool | None = None) -> list[Conflict]:
-        """The conflicts the event ``doc`` (not stored yet) raises, and its natural keys noted.
+    def check(self, row: RowChange, event_id: str, key: str, before: str, after: str, commit_ts: str,
+              writer: Any, txid: str | None, changed: list[str],
+              was_live: bool | None = None) -> list[Conflict]:
+        """The conflicts a new event (not stored yet) raises, and its natural keys noted.
 
-        ``key`` is the key's JSON text as the event log stores it; ``was_live`` whether the
-        row existed before (None: never seen).
+        The event is given by the parts the versioner writes into its document, so that the
+        rules see what the document says without parsing it again: ``key``, ``before`` and
+        ``after`` as JSON text, ``commit_ts`` as ISO text, ``writer`` as the image holds it;
+        ``was_live`` whether the row existed before (None: never seen).
         """
-        if doc["op"] not in ("insert", "update", "delete"):
+        if row.op not in ("insert", "update", "delete"):
             return []
-        change = change_from_doc(doc, key)
-        schema, table = doc["schema"], doc["table"]
+        schema, table = row.schema, row.table
         rules = self.rules(schema, table)
         history = self._row_history(schema, table, key, seen=was_live is not None)
         previous = history[-1] if history else None
+        # a before image that reads as the last after image is that image (it often is: parse it once)
+        before_image = previous.after if previous is not None and before == history.after else _image(before)
+        change = Change(event_id, self._source, f"{schema}.{table}", key, row.op, before_image, _image(after),
+                        datetime.fromisoformat(commit_ts), _json_value(writer), _json_value(txid),
+                        frozenset(changed))
         found = detect(change, previous, history, rules, self._window, live=bool(was_live))
-        if rules.natural_keys and _natural_keys_touched(change, rules):
-            found += self._natural_key_duplicates(change, rules, schema, table, key)
+        if rules.natural_keys and _natural_keys_touched(change, row.key, rules):
+            found += self._natural_key_duplicates(change, rules, schema, table, key, new_row=was_live is None)
         history.append(change)
+        history.after = after
         if len(history) > HISTORY_LIMIT:
             del history[0]
         return found
@@ -73,7 +95,7 @@ class Detector:
         for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
             del self._history[cached]
 
-    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> list[Change]:
+    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> _History:
         """The row's latest changes, oldest first: from memory, else from the event log (a row
         never ``seen`` has none)."""
         cache_key = (schema, table, key)
@@ -81,26 +103,26 @@ class Detector:
         if history is not None:
             self._history.move_to_end(cache_key)
             return history
-        history = [] if not seen else [
+        history = _History() if not seen else _History(
             change_from_doc(json.loads(d), key)
-            for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+            for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT))
         self._history[cache_key] = history
         if len(self._history) > HISTORY_CACHE_ROWS:
             self._history.popitem(last=False)
         return history
 
     def _natural_key_duplicates(self, change: Change, rules: TableRules, schema: str, table: str,
-                                key: str) -> list[Conflict]:
+                                key: str, new_row: bool) -> list[Conflict]:
         found = []
         natural = natural_key_values(change, rules)
-        encoded = [(json.dumps(list(names)), json.dumps(values, default=str)) for names, values in natural]
+        encoded = [(_names_json(names), _values_json(values)) for names, values in natural]
         for (names, values), (names_json, values_json) in zip(natural, encoded):
             owner = self._store.natural_key_owner(self._source, schema, table, names_json, values_json, key)
             if owner is not None:
                 owner_doc = json.loads(owner)
                 owner_change = change_from_doc(owner_doc, key_text(owner_doc["key"]))
                 found.append(duplicate_natural_key(change, owner_change, names, values))
-        self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded)
+        self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded, new_row=new_row)
         return found
 
     def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int]) -> str:
@@ -123,12 +145,32 @@ class Detector:
         return conflict_id
 
 
-def _natural_keys_touched(change: Change, rules: TableRules) -> bool:
-    """Whether the change may alter the row's natural keys (updates of other columns do not)."""
+def _natural_keys_touched(change: Change, key: dict[str, Any], rules: TableRules) -> bool:
+    """Whether the change may alter the row's natural keys (updates of other columns do not);
+    ``key`` is the row's key (its columns count too: a moved row)."""
     if change.op != "update" or change.before is None or change.after is None:
         return True
-    columns = {c for names in rules.natural_keys for c in names} | set(json.loads(change.key))  # a moved row too
+    columns = {c for names in rules.natural_keys for c in names} | set(key)
     return any(change.before.get(c) != change.after.get(c) for c in columns)
+
+
+_JSON_ITSELF = frozenset({str, bool, type(None)})  # types whose JSON text reads back as the same value
+_values_json = json.JSONEncoder(default=str).encode  # json.dumps(values, default=str)
+
+
+@functools.lru_cache(maxsize=256)
+def _names_json(names: tuple[str, ...]) -> str:
+    return json.dumps(list(names))
+
+
+def _image(text: str) -> dict[str, Any] | None:
+    """A row image as the event document holds it, from its JSON text."""
+    return None if text == "null" else json.loads(text)
+
+
+def _json_value(value: Any) -> Any:
+    """A column value as the event document holds it."""
+    return value if type(value) in _JSON_ITSELF else json.loads(encode_value(value))
 
 
 def change_from_doc(doc: dict[str, Any], key: str) -> Change:

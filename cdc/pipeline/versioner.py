@@ -7,7 +7,6 @@ re-reading the same transaction after a restart yields the same ids.
 
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from cdc.config import Settings
@@ -51,16 +50,18 @@ class Versioner:
         changed = _changed(change)
         writer = self._writer(change)
         commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
+        before, after = dumps_row(change.before), dumps_row(change.after)
         doc = (
             f'{{"event_id":{_dump(event_id)},"source":{_dump(self._source)},'
             f'"schema":{_dump(change.schema)},"table":{_dump(change.table)},"op":"{change.op}",'
-            f'"key":{key_json},"version":{version},"before":{dumps_row(change.before)},'
-            f'"after":{dumps_row(change.after)},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
+            f'"key":{key_json},"version":{version},"before":{before},'
+            f'"after":{after},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
             f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
             f'"writer":{encode_value(writer)},"conflicts":[]}}'
         )
         if self._detector is not None and change.op != "truncate":
-            conflicts = self._detector.check(json.loads(doc), key_json, was_live)
+            conflicts = self._detector.check(change, event_id, key_json, before, after, commit_ts, writer, txn.xid,
+                                             changed, was_live)
             if conflicts:
                 ids = [self._detector.record(conflict, change.schema, change.table, (txn.txn_key, seq))
                        for conflict in conflicts]

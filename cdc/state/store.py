@@ -259,10 +259,12 @@ class StateStore:
         return [row[0] for row in reversed(rows)]
 
     def set_natural_keys(self, source: str, schema: str, table: str, key: str, event_id: str,
-                         keys: list[tuple[str, str]]) -> None:
-        """The row's natural keys are now ``keys`` (names JSON, values JSON); none after a delete."""
-        self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                         " AND key = ?", (source, schema, table, key))
+                         keys: list[tuple[str, str]], new_row: bool = False) -> None:
+        """The row's natural keys are now ``keys`` (names JSON, values JSON); none after a delete.
+        A ``new_row`` (never seen before) has none yet to replace."""
+        if not new_row:
+            self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
+                             " AND key = ?", (source, schema, table, key))
         self._db.executemany("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
                              [(source, schema, table, names, values, key, event_id) for names, values in keys])
 
