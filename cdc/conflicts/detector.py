@@ -13,7 +13,8 @@ import json
 import logging
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from json.encoder import encode_basestring_ascii
+from typing import Any, Callable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
@@ -29,14 +30,11 @@ HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory
 
 
 class _History(list[Change]):
-    """A row's latest changes, oldest first, and the JSON text of the last one's after image
-    when known (None: read back from the event log)."""
+    """A row's latest changes, oldest first, and ``after``: the JSON text of the last one's
+    after image when known (None: read back from the event log)."""
 
     __slots__ = ("after",)
-
-    def __init__(self, changes: Iterable[Change] = ()) -> None:
-        super().__init__(changes)
-        self.after: str | None = None
+    after: str | None
 
 
 class Detector:
@@ -106,6 +104,7 @@ class Detector:
         history = _History() if not seen else _History(
             change_from_doc(json.loads(d), key)
             for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT))
+        history.after = None
         self._history[cache_key] = history
         if len(self._history) > HISTORY_CACHE_ROWS:
             self._history.popitem(last=False)
@@ -150,12 +149,14 @@ def _natural_keys_touched(change: Change, key: dict[str, Any], rules: TableRules
     ``key`` is the row's key (its columns count too: a moved row)."""
     if change.op != "update" or change.before is None or change.after is None:
         return True
-    columns = {c for names in rules.natural_keys for c in names} | set(key)
-    return any(change.before.get(c) != change.after.get(c) for c in columns)
+    before, after = change.before, change.after
+    return (any(before.get(c) != after.get(c) for names in rules.natural_keys for c in names)
+            or any(before.get(c) != after.get(c) for c in key))
 
 
 _JSON_ITSELF = frozenset({str, bool, type(None)})  # types whose JSON text reads back as the same value
-_values_json = json.JSONEncoder(default=str).encode  # json.dumps(values, default=str)
+_decode = json.JSONDecoder().raw_decode
+_dumps_default_str = json.JSONEncoder(default=str).encode
 
 
 @functools.lru_cache(maxsize=256)
@@ -163,9 +164,17 @@ def _names_json(names: tuple[str, ...]) -> str:
     return json.dumps(list(names))
 
 
+def _values_json(values: tuple[Any, ...]) -> str:
+    """``json.dumps(values, default=str)``, the form the state store keeps natural key values in."""
+    if all(type(value) is str for value in values):  # the same text, without starting an encoder
+        return "[" + ", ".join(map(encode_basestring_ascii, values)) + "]"
+    return _dumps_default_str(values)
+
+
 def _image(text: str) -> dict[str, Any] | None:
-    """A row image as the event document holds it, from its JSON text."""
-    return None if text == "null" else json.loads(text)
+    """A row image as the event document holds it, from its JSON text (``dumps_row``'s: no
+    surrounding whitespace, so ``json.loads`` would read exactly what ``raw_decode`` does)."""
+    return None if text == "null" else _decode(text)[0]
 
 
 def _json_value(value: Any) -> Any:

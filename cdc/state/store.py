@@ -265,8 +265,9 @@ class StateStore:
         if not new_row:
             self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
                              " AND key = ?", (source, schema, table, key))
-        self._db.executemany("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [(source, schema, table, names, values, key, event_id) for names, values in keys])
+        for names, values in keys:
+            self._db.execute("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (source, schema, table, names, values, key, event_id))
 
     def natural_key_owner(self, source: str, schema: str, table: str, names: str, values: str,
                           key: str) -> str | None:
