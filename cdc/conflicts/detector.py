@@ -78,7 +78,7 @@ class Detector:
         before_image = previous.after if previous is not None and before == history.after else _image(before)
         change = Change(event_id, self._source, f"{schema}.{table}", key, row.op, before_image, _image(after),
                         datetime.fromisoformat(commit_ts), _json_value(writer), _json_value(txid),
-                        frozenset(changed))
+                        _column_set(tuple(changed)))
         found = detect(change, previous, history, rules, self._window, live=bool(was_live))
         if rules.natural_keys and _natural_keys_touched(change, row.key, rules):
             found += self._natural_key_duplicates(change, rules, schema, table, key, new_row=was_live is None)
@@ -157,6 +157,12 @@ def _natural_keys_touched(change: Change, key: dict[str, Any], rules: TableRules
 _JSON_ITSELF = frozenset({str, bool, type(None)})  # types whose JSON text reads back as the same value
 _decode = json.JSONDecoder().raw_decode
 _dumps_default_str = json.JSONEncoder(default=str).encode
+
+
+@functools.lru_cache(maxsize=1024)
+def _column_set(columns: tuple[str, ...]) -> frozenset[str]:
+    """One shared set for each list of changed columns (there are few: fewer objects to keep)."""
+    return frozenset(columns)
 
 
 @functools.lru_cache(maxsize=256)

@@ -38,6 +38,9 @@ class Versioner:
             if self._detector is not None:
                 self._detector.forget_table(change.schema, change.table)
             version = 0
+        elif (self._detector is not None and change.op == "insert"
+              and self._store.first_version(self._source, change.schema, change.table, key_json, event_id)):
+            version = 1  # a row never seen (was_live None)
         else:
             if self._detector is not None:  # only an insert can meet a row that is still there
                 was_live = (self._store.is_live(self._source, change.schema, change.table, key_json)

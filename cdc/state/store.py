@@ -221,6 +221,13 @@ class StateStore:
             " version = version + 1, last_event_id = excluded.last_event_id, live = excluded.live"
             " RETURNING version", (source, schema, table, key, event_id, int(live))).fetchone()[0]
 
+    def first_version(self, source: str, schema: str, table: str, key: str, event_id: str) -> bool:
+        """Count the first change of a row never seen (version 1, live; inside ``transaction()``);
+        False, changing nothing, when the row is known already."""
+        return self._db.execute(
+            "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, 1) ON CONFLICT DO NOTHING RETURNING version",
+            (source, schema, table, key, event_id)).fetchone() is not None
+
     def is_live(self, source: str, schema: str, table: str, key: str) -> bool | None:
         """Whether the row exists at the source as far as the daemon knows (None: never seen)."""
         row = self._db.execute("SELECT live FROM row_versions WHERE source = ? AND schema_name = ?"
