@@ -113,9 +113,10 @@ class Detector:
     def _natural_key_duplicates(self, change: Change, rules: TableRules, schema: str, table: str,
                                 key: str, new_row: bool) -> list[Conflict]:
         found = []
-        natural = natural_key_values(change, rules)
-        encoded = [(_names_json(names), _values_json(values)) for names, values in natural]
-        for (names, values), (names_json, values_json) in zip(natural, encoded):
+        encoded = []
+        for names, values in natural_key_values(change, rules):
+            names_json, values_json = _names_json(names), _values_json(values)
+            encoded.append((names_json, values_json))
             owner = self._store.natural_key_owner(self._source, schema, table, names_json, values_json, key)
             if owner is not None:
                 owner_doc = json.loads(owner)
