@@ -8,22 +8,33 @@ or higher is logged at once with its explanation.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any, Callable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.resolution import Decision, decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
+from cdc.model import RowChange
 from cdc.state.store import StateStore
-from cdc.values import key_text
+from cdc.values import encode_value, key_text
 
 log = logging.getLogger("cdc.conflicts")
 HISTORY_LIMIT = 50  # changes of one row the rules look at
 HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory
+
+
+class _History(list[Change]):
+    """A row's latest changes, oldest first, and ``after``: the JSON text of the last one's
+    after image when known (None: read back from the event log)."""
+
+    __slots__ = ("after",)
+    after: str | None
 
 
 class Detector:
@@ -35,8 +46,9 @@ class Detector:
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
         self._rules: dict[tuple[str, str], TableRules] = {}
+        self._history: OrderedDict[tuple[str, str, str], _History] = OrderedDict()
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-        self._history: OrderedDict[tuple[str, str, str], list[Change]] = OrderedDict()
+        self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
 
     def rules(self, schema: str, table: str) -> TableRules:
         found = self._rules.get((schema, table))
@@ -59,49 +71,48 @@ class Detector:
             found = self._members[(schema, table)] = [(self._source, schema, table), *others]
         return found
 
-    def check(self, doc: dict[str, Any], key: str, was_live: bool | None = None) -> list[Conflict]:
-        """The conflicts the event ``doc`` (not stored yet) raises, and its natural keys noted.
+    def check(self, row: RowChange, event_id: str, key: str, before: str, after: str, commit_ts: str,
+              writer: Any, txid: str | None, changed: list[str],
+              was_live: bool | None = None, rules_apply: bool = True) -> list[Conflict]:
+        """The conflicts a new event (not stored yet) raises, and its natural keys noted.
 
-        ``key`` is the key's JSON text as the event log stores it; ``was_live`` whether the
-        row existed before (None: never seen).
+        The event is given by the parts the versioner writes into its document, so that the
+        rules see what the document says without parsing it again: ``key``, ``before`` and
+        ``after`` as JSON text, ``commit_ts`` as ISO text, ``writer`` as the image holds it;
+        ``was_live`` whether the row existed before (None: never seen). Without
+        ``rules_apply`` (an echo of cdc's own write, a snapshot row) the change is only noted:
+        it is the history the next change is compared with.
         """
-        if doc["op"] not in ("insert", "update", "delete"):
+        if row.op not in ("insert", "update", "delete", "snapshot"):
             return []
-        change = change_from_doc(doc, key)
-        schema, table = doc["schema"], doc["table"]
+        schema, table = row.schema, row.table
         rules = self.rules(schema, table)
         history = self._row_history(schema, table, key, seen=was_live is not None)
         previous = history[-1] if history else None
-        found = detect(change, previous, history, rules, self._window, live=bool(was_live))
-        if rules.natural_keys and _natural_keys_touched(change, rules):
-            found += self._natural_key_duplicates(change, rules, schema, table, key)
+        # a before image that reads as the last after image is that image (it often is: parse it once)
+        before_image = previous.after if previous is not None and before == history.after else _image(before)
+        change = Change(event_id, self._source, f"{schema}.{table}", key, row.op, before_image, _image(after),
+                        datetime.fromisoformat(commit_ts), _json_value(writer), _json_value(txid),
+                        _column_set(tuple(changed)))
+        self.last_change = change
+        found = detect(change, previous, history, rules, self._window, live=bool(was_live)) if rules_apply else []
+        if rules.natural_keys and _natural_keys_touched(change, row.key, rules):
+            duplicates = self._natural_key_duplicates(change, rules, schema, table, key, new_row=was_live is None)
+            if rules_apply:
+                found += duplicates
         history.append(change)
-        if len(history) > HISTORY_LIMIT:
-            del history[0]
+        history.after = after
+        while len(history) > HISTORY_LIMIT or (len(history) > 1 and
+                                               change.commit_ts - history[0].commit_ts > self._window):
+            del history[0]  # only the window matters, and the last change (kept however old)
         return found
-
-    def observe(self, doc: dict[str, Any], key: str) -> None:
-        """Note a change without running the rules (an echo of cdc's own write): it is the
-        history the next change is compared with."""
-        if doc["op"] not in ("insert", "update", "delete"):
-            return
-        change = change_from_doc(doc, key)
-        history = self._row_history(doc["schema"], doc["table"], key, seen=True)
-        history.append(change)
-        if len(history) > HISTORY_LIMIT:
-            del history[0]
-        rules = self.rules(doc["schema"], doc["table"])
-        if rules.natural_keys and _natural_keys_touched(change, rules):
-            natural = natural_key_values(change, rules)
-            self._store.set_natural_keys(self._source, doc["schema"], doc["table"], key, change.event_id,
-                                         [(json.dumps(list(n)), json.dumps(v, default=str)) for n, v in natural])
 
     def forget_table(self, schema: str, table: str) -> None:
         """The table was truncated."""
         for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
             del self._history[cached]
 
-    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> list[Change]:
+    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> _History:
         """The row's latest changes, oldest first: from memory, else from the event log (a row
         never ``seen`` has none)."""
         cache_key = (schema, table, key)
@@ -109,20 +120,22 @@ class Detector:
         if history is not None:
             self._history.move_to_end(cache_key)
             return history
-        history = [] if not seen else [
+        history = _History() if not seen else _History(
             change_from_doc(json.loads(d), key)
-            for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+            for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT))
+        history.after = None
         self._history[cache_key] = history
         if len(self._history) > HISTORY_CACHE_ROWS:
             self._history.popitem(last=False)
         return history
 
     def _natural_key_duplicates(self, change: Change, rules: TableRules, schema: str, table: str,
-                                key: str) -> list[Conflict]:
+                                key: str, new_row: bool) -> list[Conflict]:
         found = []
-        natural = natural_key_values(change, rules)
-        encoded = [(json.dumps(list(names)), json.dumps(values, default=str)) for names, values in natural]
-        for (names, values), (names_json, values_json) in zip(natural, encoded):
+        encoded = []
+        for names, values in natural_key_values(change, rules):
+            names_json, values_json = _names_json(names), _values_json(values)
+            encoded.append((names_json, values_json))
             owner = None
             for source, member_schema, member_table in self._entity_members(schema, table):
                 owner = self._store.natural_key_owner(source, member_schema, member_table, names_json, values_json,
@@ -133,7 +146,7 @@ class Detector:
                 owner_doc = json.loads(owner)
                 owner_change = change_from_doc(owner_doc, key_text(owner_doc["key"]))
                 found.append(duplicate_natural_key(change, owner_change, names, values))
-        self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded)
+        self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded, new_row=new_row)
         return found
 
     def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int],
@@ -159,12 +172,48 @@ class Detector:
         return conflict_id
 
 
-def _natural_keys_touched(change: Change, rules: TableRules) -> bool:
-    """Whether the change may alter the row's natural keys (updates of other columns do not)."""
+def _natural_keys_touched(change: Change, key: dict[str, Any], rules: TableRules) -> bool:
+    """Whether the change may alter the row's natural keys (updates of other columns do not);
+    ``key`` is the row's key (its columns count too: a moved row)."""
     if change.op != "update" or change.before is None or change.after is None:
         return True
-    columns = {c for names in rules.natural_keys for c in names} | set(json.loads(change.key))  # a moved row too
-    return any(change.before.get(c) != change.after.get(c) for c in columns)
+    before, after = change.before, change.after
+    return (any(before.get(c) != after.get(c) for names in rules.natural_keys for c in names)
+            or any(before.get(c) != after.get(c) for c in key))
+
+
+_JSON_ITSELF = frozenset({str, bool, type(None)})  # types whose JSON text reads back as the same value
+_decode = json.JSONDecoder().raw_decode
+_dumps_default_str = json.JSONEncoder(default=str).encode
+
+
+@functools.lru_cache(maxsize=1024)
+def _column_set(columns: tuple[str, ...]) -> frozenset[str]:
+    """One shared set for each list of changed columns (there are few: fewer objects to keep)."""
+    return frozenset(columns)
+
+
+@functools.lru_cache(maxsize=256)
+def _names_json(names: tuple[str, ...]) -> str:
+    return json.dumps(list(names))
+
+
+def _values_json(values: tuple[Any, ...]) -> str:
+    """``json.dumps(values, default=str)``, the form the state store keeps natural key values in."""
+    if all(type(value) is str for value in values):  # the same text, without starting an encoder
+        return "[" + ", ".join(map(encode_basestring_ascii, values)) + "]"
+    return _dumps_default_str(values)
+
+
+def _image(text: str) -> dict[str, Any] | None:
+    """A row image as the event document holds it, from its JSON text (``dumps_row``'s: no
+    surrounding whitespace, so ``json.loads`` would read exactly what ``raw_decode`` does)."""
+    return None if text == "null" else _decode(text)[0]
+
+
+def _json_value(value: Any) -> Any:
+    """A column value as the event document holds it."""
+    return value if type(value) in _JSON_ITSELF else json.loads(encode_value(value))
 
 
 def change_from_doc(doc: dict[str, Any], key: str) -> Change:

@@ -40,12 +40,11 @@ class TableRules:
     natural_keys: tuple[tuple[str, ...], ...] = ()
     status_column: str | None = None
     status_order: tuple[str, ...] = ()
+    bookkeeping: frozenset[str] = field(init=False, repr=False, compare=False)  # left out of field comparisons
 
-    @property
-    def bookkeeping(self) -> frozenset[str]:
-        """Columns left out of the field comparisons."""
+    def __post_init__(self) -> None:
         extra = {c for c in (self.version_column, self.writer_column) if c}
-        return self.ignore_columns | extra
+        object.__setattr__(self, "bookkeeping", self.ignore_columns | extra)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,8 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
     ``live`` says whether the row existed before the change (None: as ``previous`` shows);
     a truncate or a primary-key change ends a row without a delete event.
     """
+    if previous is None and not recent and change.op == "insert":
+        return []  # a new row: nothing to compare it with
     if live is None:
         live = previous is not None and previous.op != "delete"
     in_window = [e for e in recent if change.commit_ts - e.commit_ts <= window and e.event_id != change.event_id]
@@ -58,8 +60,12 @@ def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
     """A before-image unlike the last after-image recorded: changes were missed."""
     if change.op not in ("update", "delete") or previous is None or previous.after is None or change.before is None:
         return None
-    differing = tuple(sorted(name for name in set(change.before) | set(previous.after)
-                             if change.before.get(name) != previous.after.get(name)))
+    before, recorded = change.before, previous.after
+    if before.keys() == recorded.keys():  # the usual case: the same columns
+        differing = tuple(sorted(name for name, value in before.items() if value != recorded[name]))
+    else:
+        differing = tuple(sorted(name for name in before.keys() | recorded.keys()
+                                 if before.get(name) != recorded.get(name)))
     if not differing:
         return None
     return _conflict("stream_gap", change, (previous, change), differing,
@@ -177,8 +183,8 @@ def natural_key_values(change: Change, rules: TableRules) -> list[tuple[tuple[st
         return []
     keys = []
     for names in rules.natural_keys:
-        values = tuple(change.after.get(name) for name in names)
-        if all(value not in (None, "") for value in values):
+        values = tuple(map(change.after.get, names))
+        if None not in values and "" not in values:
             keys.append((names, values))
     return keys
 

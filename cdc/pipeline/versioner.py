@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from cdc.config import Settings
+from cdc.config import EntitySettings, Settings
 from cdc.conflicts.detector import Detector, change_from_doc
-from cdc.conflicts.model import Conflict
+from cdc.conflicts.model import Change, Conflict
 from cdc.conflicts.resolution import merged_row
 from cdc.model import RowChange, TxnBegin, changed_columns, make_event_id
 from cdc.pipeline.sync import EntitySync
@@ -48,6 +48,9 @@ class Versioner:
             if self._detector is not None:
                 self._detector.forget_table(change.schema, change.table)
             version = 0
+        elif (self._detector is not None and change.op == "insert"
+              and self._store.first_version(self._source, change.schema, change.table, key_json, event_id)):
+            version = 1  # a row never seen (was_live None)
         else:
             if self._detector is not None:  # only an insert can meet a row that is still there
                 was_live = (self._store.is_live(self._source, change.schema, change.table, key_json)
@@ -60,48 +63,53 @@ class Versioner:
         changed = _changed(change)
         writer = self._writer(change)
         commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
+        before, after = dumps_row(change.before), dumps_row(change.after)
         doc = (
             f'{{"event_id":{_dump(event_id)},"source":{_dump(self._source)},'
             f'"schema":{_dump(change.schema)},"table":{_dump(change.table)},"op":"{change.op}",'
-            f'"key":{key_json},"version":{version},"before":{dumps_row(change.before)},'
-            f'"after":{dumps_row(change.after)},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
+            f'"key":{key_json},"version":{version},"before":{before},'
+            f'"after":{after},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
             f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
             f'"writer":{encode_value(writer)},"conflicts":[]{_ECHO if echo else ""}}}'
         )
         entity = self._sync.entity_of(self._source, change.schema, change.table)
-        if echo or change.op == "snapshot":
-            if self._detector is not None:
-                self._detector.observe(json.loads(doc), key_json)
-        elif change.op in ("insert", "update", "delete") and (self._detector is not None or entity is not None):
-            parsed = json.loads(doc)
-            ids = []
-            if self._detector is not None:
-                conflicts = self._detector.check(parsed, key_json, was_live)
-                ids = [self._detector.record(conflict, change.schema, change.table, (txn.txn_key, seq))
-                       for conflict in conflicts]
-                self._write_repairs(conflicts, change, parsed, key_json, version)
-            if entity is not None:
-                ids += self._sync.observe(entity, change_from_doc(parsed, key_json),
-                                          self._recorder.rules(change.schema, change.table), (txn.txn_key, seq),
-                                          self._recorder.record)
-            if ids:
-                doc = doc[: -len('"conflicts":[]}')] + f'"conflicts":{_dump(ids)}}}'
+        ids: list[str] = []
+        position = (txn.txn_key, seq)
+        noted = echo or change.op == "snapshot"  # history for the next change, never a new change itself
+        if self._detector is not None and change.op != "truncate":
+            conflicts = self._detector.check(change, event_id, key_json, before, after, commit_ts, writer, txn.xid,
+                                             changed, was_live, rules_apply=not noted)
+            ids = [self._detector.record(conflict, change.schema, change.table, position) for conflict in conflicts]
+            if conflicts:
+                self._write_repairs(conflicts, change, self._detector.last_change, key_json, version)
+            if entity is not None and not noted:
+                ids += self._observe_entity(entity, self._detector.last_change, change, position)
+        elif entity is not None and not noted and change.op in ("insert", "update", "delete"):
+            ids = self._observe_entity(entity, change_from_doc(json.loads(doc), key_json), change, position)
+        if ids:
+            doc = doc[: -len('"conflicts":[]}')] + f'"conflicts":{_dump(ids)}}}'
         native = None
         if change.native_after is not None or change.native_before is not None:
             native = _dump({"key": _native_key(change), "after": change.native_after})
         return NewEvent(self._source, txn.txn_key, seq, event_id, change.schema, change.table, change.op,
                         key_json, commit_ts, doc, native)
 
-    def _write_repairs(self, conflicts: list[Conflict], change: RowChange, doc: dict, key_json: str,
+    def _observe_entity(self, entity: EntitySettings, seen: Change | None, change: RowChange,
+                        position: tuple[str, int]) -> list[str]:
+        assert seen is not None
+        return self._sync.observe(entity, seen, self._recorder.rules(change.schema, change.table), position,
+                                  self._recorder.record)
+
+    def _write_repairs(self, conflicts: list[Conflict], change: RowChange, cause: Change | None, key_json: str,
                        version: int) -> None:
         """With ``repair = "write"``, a lost update's merged row goes back into the source."""
         table = self._settings.table_settings(self._source, change.schema, change.table)
-        if table is None or table.repair != "write":
+        if table is None or table.repair != "write" or cause is None:
             return
         for conflict in conflicts:
             row = merged_row(conflict) if conflict.type == "lost_update" and len(conflict.events) == 2 else None
             if row is not None:
-                self._sync.repair(self._source, key_json, row, change_from_doc(doc, key_json), version)
+                self._sync.repair(self._source, key_json, row, cause, version)
 
     def _writer(self, change: RowChange) -> object:
         cache_key = (change.schema, change.table)

@@ -250,6 +250,13 @@ class StateStore:
                                " AND table_name = ? AND key = ?", (source, schema, table, key)).fetchone()
         return row[0] if row else 0
 
+    def first_version(self, source: str, schema: str, table: str, key: str, event_id: str) -> bool:
+        """Count the first change of a row never seen (version 1, live; inside ``transaction()``);
+        False, changing nothing, when the row is known already."""
+        return self._db.execute(
+            "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, 1) ON CONFLICT DO NOTHING RETURNING version",
+            (source, schema, table, key, event_id)).fetchone() is not None
+
     def is_live(self, source: str, schema: str, table: str, key: str) -> bool | None:
         """Whether the row exists at the source as far as the daemon knows (None: never seen)."""
         row = self._db.execute("SELECT live FROM row_versions WHERE source = ? AND schema_name = ?"
@@ -288,12 +295,15 @@ class StateStore:
         return [row[0] for row in reversed(rows)]
 
     def set_natural_keys(self, source: str, schema: str, table: str, key: str, event_id: str,
-                         keys: list[tuple[str, str]]) -> None:
-        """The row's natural keys are now ``keys`` (names JSON, values JSON); none after a delete."""
-        self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                         " AND key = ?", (source, schema, table, key))
-        self._db.executemany("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [(source, schema, table, names, values, key, event_id) for names, values in keys])
+                         keys: list[tuple[str, str]], new_row: bool = False) -> None:
+        """The row's natural keys are now ``keys`` (names JSON, values JSON); none after a delete.
+        A ``new_row`` (never seen before) has none yet to replace."""
+        if not new_row:
+            self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
+                             " AND key = ?", (source, schema, table, key))
+        for names, values in keys:
+            self._db.execute("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (source, schema, table, names, values, key, event_id))
 
     def natural_key_owner(self, source: str, schema: str, table: str, names: str, values: str,
                           key: str) -> str | None:
