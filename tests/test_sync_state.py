@@ -58,3 +58,27 @@ def test_resolution_policies_between_two_sources():
     assert resolve("field_merge", erp, crm, [], {})[0] == {"id": 1, "phone": "2", "limit": "99"}
     assert same_value("10.00", 10) and same_value("2026-11-22T10:00:00", "2026-11-22T10:00:00+00:00")
     assert differing_fields(crm.row, erp.row, frozenset({"limit"})) == ["phone"]
+
+
+def test_row_history_in_memory_is_bounded_by_the_detection_window(tmp_path):
+    from datetime import timedelta
+
+    from cdc.conflicts.detector import Detector
+    from cdc.model import RowChange
+    from cdc.values import dumps_row
+
+    settings = _settings(tmp_path)
+    settings.conflicts.window_seconds = 60
+    store = StateStore(tmp_path)
+    detector = Detector(settings, store, "crm")
+    start = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+    before = None
+    with store.transaction():
+        for n in range(40):  # one change of the row every 30 seconds, for 20 minutes
+            after = {"id": 1, "n": n}
+            row = RowChange("public", "customers", "insert" if n == 0 else "update", {"id": 1}, before, after)
+            detector.check(row, f"crm:0/{n}:0", '{"id":1}', dumps_row(before), dumps_row(after),
+                           (start + timedelta(seconds=30 * n)).isoformat(), None, str(n), ["n"],
+                           None if n == 0 else True)
+            before = after
+    assert detector.changes_in_memory <= 3  # the window's (60 s) changes and the last one

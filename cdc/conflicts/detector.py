@@ -107,6 +107,11 @@ class Detector:
             del history[0]  # only the window matters, and the last change (kept however old)
         return found
 
+    @property
+    def changes_in_memory(self) -> int:
+        """How many changes the rows' histories hold (bounded by the window and the cache)."""
+        return sum(len(history) for history in self._history.values())
+
     def forget_table(self, schema: str, table: str) -> None:
         """The table was truncated."""
         for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
