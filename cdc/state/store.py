@@ -13,117 +13,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
 
 from cdc.model import StoredEvent
-
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sources (
-    source TEXT PRIMARY KEY,
-    stored_txn TEXT NOT NULL DEFAULT '',
-    stored_seq INTEGER NOT NULL DEFAULT -1,
-    complete_txn TEXT NOT NULL DEFAULT '',
-    complete_position TEXT,
-    complete_resume TEXT,
-    acked TEXT,
-    acked_at REAL,
-    updated_at REAL
-);
-CREATE TABLE IF NOT EXISTS row_versions (
-    source TEXT NOT NULL,
-    schema_name TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    key TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    last_event_id TEXT NOT NULL,
-    live INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (source, schema_name, table_name, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    log_id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,
-    txn_key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    schema_name TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    op TEXT NOT NULL,
-    key TEXT NOT NULL,
-    commit_ts TEXT NOT NULL,
-    recorded_at REAL NOT NULL,
-    doc TEXT NOT NULL,
-    native TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_position ON events (source, txn_key, seq);
-CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
-CREATE INDEX IF NOT EXISTS events_by_row ON events (schema_name, table_name, key);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (commit_ts);
-CREATE TABLE IF NOT EXISTS conflicts (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    source TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    events TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    evidence TEXT NOT NULL,
-    explanation TEXT NOT NULL,
-    status TEXT NOT NULL,
-    resolution TEXT,
-    commit_ts TEXT NOT NULL,
-    detected_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS conflicts_by_time ON conflicts (commit_ts);
-CREATE TABLE IF NOT EXISTS natural_keys (
-    source TEXT NOT NULL,
-    schema_name TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    names TEXT NOT NULL,
-    vals TEXT NOT NULL,
-    key TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    PRIMARY KEY (source, schema_name, table_name, names, vals, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS natural_keys_by_row ON natural_keys (source, schema_name, table_name, key);
-CREATE INDEX IF NOT EXISTS natural_keys_by_event ON natural_keys (event_id);
-CREATE TABLE IF NOT EXISTS held_keys (
-    source TEXT NOT NULL,
-    schema_name TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    key TEXT NOT NULL,
-    conflict_id TEXT NOT NULL,
-    txn_key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (source, schema_name, table_name, key, conflict_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS entity_rows (
-    entity TEXT NOT NULL,
-    key TEXT NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (entity, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshot_tables (
-    source TEXT NOT NULL,
-    schema_name TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    last_key TEXT,
-    rows_read INTEGER NOT NULL DEFAULT 0,
-    done INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (source, schema_name, table_name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS target_positions (
-    target TEXT NOT NULL,
-    source TEXT NOT NULL,
-    txn_key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (target, source)
-);
-"""
+from cdc.state.conflict_records import ConflictRecords
+from cdc.state.event_queries import EventQueries, stored_event as _stored_event
+from cdc.state.schema import SCHEMA as _SCHEMA, SCHEMA_VERSION
 
 Position = tuple[str, int]
 WHOLE_TRANSACTION = 2**31 - 1  # the seq that stands for "every change of the transaction"
@@ -163,7 +57,7 @@ class NewEvent:
     origin: str | None = None
 
 
-class StateStore:
+class StateStore(ConflictRecords, EventQueries):
     """The SQLite state store of one daemon."""
 
     def __init__(self, state_dir: Path, readonly: bool = False) -> None:
@@ -285,7 +179,7 @@ class StateStore:
             [(e.source, e.txn_key, e.seq, e.event_id, e.schema, e.table, e.op, e.key, e.commit_ts, now, e.doc,
               e.native, e.origin) for e in events])
 
-    # -- conflicts -------------------------------------------------------------------
+    # -- the rules' history, and the transactions' bookkeeping -------------------------
 
     def row_history(self, source: str, schema: str, table: str, key: str, limit: int) -> list[str]:
         """The documents of a row's latest events, oldest first."""
@@ -294,78 +188,6 @@ class StateStore:
             " ORDER BY log_id DESC LIMIT ?", (schema, table, key, source, limit)).fetchall()
         return [row[0] for row in reversed(rows)]
 
-    def set_natural_keys(self, source: str, schema: str, table: str, key: str, event_id: str,
-                         keys: list[tuple[str, str]], new_row: bool = False) -> None:
-        """The row's natural keys are now ``keys`` (names JSON, values JSON); none after a delete.
-        A ``new_row`` (never seen before) has none yet to replace."""
-        if not new_row:
-            self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                             " AND key = ?", (source, schema, table, key))
-        for names, values in keys:
-            self._db.execute("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (source, schema, table, names, values, key, event_id))
-
-    def natural_key_owner(self, source: str, schema: str, table: str, names: str, values: str,
-                          key: str) -> str | None:
-        """The latest event document of another live row holding the natural key, if any."""
-        row = self._db.execute(
-            "SELECT e.doc FROM natural_keys n JOIN events e ON e.event_id = n.event_id WHERE n.source = ?"
-            " AND n.schema_name = ? AND n.table_name = ? AND n.names = ? AND n.vals = ? AND n.key != ? LIMIT 1",
-            (source, schema, table, names, values, key)).fetchone()
-        return row[0] if row else None
-
-    def add_conflict(self, conflict_id: str, source: str, conflict, status: str, resolution: dict | None) -> None:
-        events = [{"event_id": e.event_id, "commit_ts": e.commit_ts.isoformat(timespec="microseconds"),
-                   "writer": e.writer, "source": e.source, "op": e.op,
-                   "before": {f: (e.before or {}).get(f) for f in conflict.fields},
-                   "after": {f: (e.after or {}).get(f) for f in conflict.fields}} for e in conflict.events]
-        self._db.execute(
-            "INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (conflict_id, conflict.type, conflict.severity, source, conflict.table, conflict.key,
-             json.dumps(list(conflict.fields)), json.dumps(events, ensure_ascii=False), conflict.rule,
-             json.dumps(conflict.evidence, ensure_ascii=False, default=str), conflict.explanation, status,
-             json.dumps(resolution, ensure_ascii=False, default=str) if resolution is not None else None,
-             events[-1]["commit_ts"], time.time()))
-
-    def conflicts(self, *, conflict_id: str | None = None, type: str | None = None, table: str | None = None,
-                  status: str | None = None, since: str | None = None, limit: int | None = None
-                  ) -> list[dict[str, Any]]:
-        clauses, params = ["1 = 1"], []
-        for column, value in (("id", conflict_id), ("type", type), ("table_name", table), ("status", status)):
-            if value:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if since:
-            clauses.append("commit_ts >= ?")
-            params.append(since)
-        sql = f"SELECT * FROM conflicts WHERE {' AND '.join(clauses)} ORDER BY commit_ts, id"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        cursor = self._db.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        found = []
-        for row in cursor.fetchall():
-            record = dict(zip(names, row))
-            for column in ("fields", "events", "evidence", "resolution"):
-                record[column] = json.loads(record[column]) if record[column] is not None else None
-            record["table"] = record.pop("table_name")
-            found.append(record)
-        return found
-
-    def hold(self, source: str, schema: str, table: str, key: str, conflict_id: str, since: Position) -> None:
-        """Row targets get no change of the key from position ``since`` on until the conflict is resolved."""
-        self._db.execute("INSERT OR IGNORE INTO held_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (source, schema, table, key, conflict_id, since[0], since[1]))
-
-    def release(self, conflict_id: str) -> None:
-        self._db.execute("DELETE FROM held_keys WHERE conflict_id = ?", (conflict_id,))
-
-    def held_keys(self) -> dict[tuple[str, str, str, str], Position]:
-        """Each held key and the position from which its changes wait."""
-        rows = self._db.execute("SELECT source, schema_name, table_name, key, min(txn_key || ':' || printf('%010d', seq))"
-                                " FROM held_keys GROUP BY source, schema_name, table_name, key")
-        return {(r[0], r[1], r[2], r[3]): (r[4].rsplit(":", 1)[0], int(r[4].rsplit(":", 1)[1])) for r in rows}
-
     def last_txn(self, source: str) -> str:
         row = self._db.execute("SELECT max(txn_key) FROM events WHERE source = ?", (source,)).fetchone()
         return row[0] or ""
@@ -373,10 +195,6 @@ class StateStore:
     def event_doc(self, event_id: str) -> str | None:
         row = self._db.execute("SELECT doc FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return row[0] if row else None
-
-    def set_conflict_status(self, conflict_id: str, status: str, resolution: dict[str, Any]) -> None:
-        self._db.execute("UPDATE conflicts SET status = ?, resolution = ? WHERE id = ?",
-                         (status, json.dumps(resolution, ensure_ascii=False, default=str), conflict_id))
 
     def mark_complete(self, source: str, txn_key: str, position: str, resume: str) -> None:
         """The transaction ``txn_key`` is wholly stored (inside ``transaction()``)."""
@@ -393,17 +211,6 @@ class StateStore:
             "INSERT INTO sources (source, stored_txn, stored_seq, updated_at) VALUES (?1, ?2, ?3, ?4)"
             " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = ?3, updated_at = ?4",
             (source, txn_key, seq, time.time()))
-
-    # -- entities held by several sources ---------------------------------------------
-
-    def entity_row(self, entity: str, key: str) -> str | None:
-        """The state of an entity key (``cdc.conflicts.vectors.EntityRow`` as JSON), if any."""
-        row = self._db.execute("SELECT state FROM entity_rows WHERE entity = ? AND key = ?", (entity, key)).fetchone()
-        return row[0] if row else None
-
-    def set_entity_row(self, entity: str, key: str, state: str) -> None:
-        self._db.execute("INSERT INTO entity_rows VALUES (?1, ?2, ?3) ON CONFLICT (entity, key) DO UPDATE"
-                         " SET state = ?3", (entity, key, state))
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -459,69 +266,6 @@ class StateStore:
             "SELECT target, source, txn_key, seq, updated_at FROM target_positions ORDER BY target, source"
         ).fetchall()
 
-    def query_events(self, *, source: str | None = None, table: str | None = None,
-                     key: dict[str, str] | None = None, since: str | None = None, until: str | None = None,
-                     limit: int | None = None) -> Iterator[str]:
-        """Event documents matching the filters, oldest first (for ``cdc events``)."""
-        where, params = _event_filters(source, table, key, since, until)
-        sql = f"SELECT doc FROM events WHERE {where} ORDER BY log_id"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        for (doc,) in self._db.execute(sql, params):
-            yield doc
-
-    def replayable(self, *, after_log_id: int, limit: int, source: str | None = None, table: str | None = None,
-                   key: dict[str, str] | None = None, since: str | None = None,
-                   until: str | None = None) -> list[StoredEvent]:
-        """Events matching the filters after ``after_log_id``, in log order, that a target can be
-        sent again (rows cdc wrote into sources are left out)."""
-        where, params = _event_filters(source, table, key, since, until)
-        rows = self._db.execute(
-            "SELECT log_id, coalesce(origin, source), txn_key, seq, event_id, schema_name, table_name, op, key,"
-            f" doc, native FROM events WHERE {where} AND log_id > ? AND source NOT LIKE 'sync:%'"
-            " ORDER BY log_id LIMIT ?", [*params, after_log_id, limit]).fetchall()
-        return [_stored_event(row) for row in rows]
-
-    def count_replayable(self, *, source: str | None = None, table: str | None = None,
-                         key: dict[str, str] | None = None, since: str | None = None,
-                         until: str | None = None) -> dict[str, int]:
-        """How many events ``replayable`` would give, by "schema.table"."""
-        where, params = _event_filters(source, table, key, since, until)
-        return dict(self._db.execute(
-            f"SELECT schema_name || '.' || table_name, count(*) FROM events WHERE {where}"
-            " AND source NOT LIKE 'sync:%' GROUP BY 1 ORDER BY 1", params).fetchall())
-
-    def prune_events(self, recorded_before: float, limit: int) -> int:
-        """Delete up to ``limit`` events recorded before the cutoff that every target holds, no
-        pending conflict names, and no natural key points to; how many went."""
-        return self._db.execute(
-            "DELETE FROM events WHERE log_id IN (SELECT e.log_id FROM events e WHERE e.recorded_at < ?"
-            " AND NOT EXISTS (SELECT 1 FROM target_positions t WHERE t.source = e.source"
-            "  AND (t.txn_key < e.txn_key OR (t.txn_key = e.txn_key AND t.seq < e.seq)))"
-            " AND NOT EXISTS (SELECT 1 FROM natural_keys n WHERE n.event_id = e.event_id)"
-            " AND NOT EXISTS (SELECT 1 FROM conflicts c, json_each(c.events) j WHERE c.status = 'pending'"
-            "  AND json_extract(j.value, '$.event_id') = e.event_id)"
-            " ORDER BY e.log_id LIMIT ?)", (recorded_before, limit)).rowcount
-
-    def oldest_event(self) -> tuple[str, str] | None:
-        """The oldest event still in the log (what ``replay`` can reach back to): (commit_ts, event_id)."""
-        row = self._db.execute("SELECT commit_ts, event_id FROM events ORDER BY log_id LIMIT 1").fetchone()
-        return (row[0], row[1]) if row else None
-
-    def counts(self) -> dict[str, Any]:
-        events = dict(self._db.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
-        oldest = self._db.execute("SELECT min(commit_ts), max(commit_ts), max(recorded_at) FROM events").fetchone()
-        return {"events_by_source": events, "oldest_commit_ts": oldest[0], "newest_commit_ts": oldest[1],
-                "last_recorded_at": oldest[2]}
-
-    def open_conflicts(self) -> dict[str, int]:
-        """Pending conflicts by type."""
-        return dict(self._db.execute("SELECT type, count(*) FROM conflicts WHERE status = 'pending' GROUP BY type"))
-
-    def events_recorded_since(self, since: float) -> int:
-        return self._db.execute("SELECT count(*) FROM events WHERE recorded_at >= ?", (since,)).fetchone()[0]
-
-
 class _Transaction:
     """``with store.transaction():`` — one SQLite write transaction."""
 
@@ -535,38 +279,3 @@ class _Transaction:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def _event_filters(source: str | None, table: str | None, key: dict[str, str] | None, since: str | None,
-                   until: str | None) -> tuple[str, list[Any]]:
-    """The WHERE clause (and its parameters) of an event query by source, table, key and time."""
-    clauses, params = ["1 = 1"], []
-    if source:
-        clauses.append("source = ?")
-        params.append(source)
-    if table:
-        schema, _, name = table.rpartition(".")
-        if schema:
-            clauses.append("schema_name = ?")
-            params.append(schema)
-        clauses.append("table_name = ?")
-        params.append(name)
-    for column, value in (key or {}).items():
-        clauses.append("CAST(json_extract(key, ?) AS TEXT) = ?")
-        params.extend([_json_path(column), value])
-    if since:
-        clauses.append("commit_ts >= ?")
-        params.append(since)
-    if until:
-        clauses.append("commit_ts < ?")
-        params.append(until)
-    return " AND ".join(clauses), params
-
-
-def _json_path(column: str) -> str:
-    return "$." + json.dumps(column)
-
-
-def _stored_event(row: tuple) -> StoredEvent:
-    native = json.loads(row[10]) if row[10] else None
-    return StoredEvent(
-        log_id=row[0], source=row[1], txn_key=row[2], seq=row[3], event_id=row[4], schema=row[5],
-        table=row[6], op=row[7], key=json.loads(row[8]), json=row[9], native=native)

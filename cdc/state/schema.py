@@ -1,0 +1,109 @@
+"""The state store's tables (SQLite), created when it is opened; later columns come by migration."""
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    source TEXT PRIMARY KEY,
+    stored_txn TEXT NOT NULL DEFAULT '',
+    stored_seq INTEGER NOT NULL DEFAULT -1,
+    complete_txn TEXT NOT NULL DEFAULT '',
+    complete_position TEXT,
+    complete_resume TEXT,
+    acked TEXT,
+    acked_at REAL,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS row_versions (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_event_id TEXT NOT NULL,
+    live INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (source, schema_name, table_name, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    log_id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    txn_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    op TEXT NOT NULL,
+    key TEXT NOT NULL,
+    commit_ts TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    doc TEXT NOT NULL,
+    native TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_position ON events (source, txn_key, seq);
+CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
+CREATE INDEX IF NOT EXISTS events_by_row ON events (schema_name, table_name, key);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (commit_ts);
+CREATE TABLE IF NOT EXISTS conflicts (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    source TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    events TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    explanation TEXT NOT NULL,
+    status TEXT NOT NULL,
+    resolution TEXT,
+    commit_ts TEXT NOT NULL,
+    detected_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conflicts_by_time ON conflicts (commit_ts);
+CREATE TABLE IF NOT EXISTS natural_keys (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    names TEXT NOT NULL,
+    vals TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (source, schema_name, table_name, names, vals, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS natural_keys_by_row ON natural_keys (source, schema_name, table_name, key);
+CREATE INDEX IF NOT EXISTS natural_keys_by_event ON natural_keys (event_id);
+CREATE TABLE IF NOT EXISTS held_keys (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    conflict_id TEXT NOT NULL,
+    txn_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (source, schema_name, table_name, key, conflict_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entity_rows (
+    entity TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (entity, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshot_tables (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    last_key TEXT,
+    rows_read INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source, schema_name, table_name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS target_positions (
+    target TEXT NOT NULL,
+    source TEXT NOT NULL,
+    txn_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (target, source)
+);
+"""
