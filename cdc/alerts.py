@@ -38,6 +38,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 from tenacity import wait_exponential
 
 from cdc.config import AlertSettings, EmailSettings, WebhookSettings
+from cdc.values import key_text
 
 log = logging.getLogger("cdc.alerts")
 SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
@@ -46,16 +47,15 @@ WINDOW_SECONDS = 60.0
 _STOP = object()
 
 
-def key_text(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    return json.dumps(key, ensure_ascii=False, separators=(",", ":"), default=str)
+def _key(key: Any) -> str:
+    """A conflict record's key is already text; anything else in the event log's form."""
+    return key if isinstance(key, str) else key_text(key)
 
 
 def alert_text(record: dict[str, Any]) -> str:
     """``ERROR lost_update public.customers {"id":42}: <explanation>``."""
     head = (f"{str(record.get('severity') or 'warning').upper()} {record.get('type')} {record.get('table')} "
-            f"{key_text(record.get('key'))}")
+            f"{_key(record.get('key'))}")
     explanation = record.get("explanation")
     if not explanation:
         writes = [f"{e.get('writer') or e.get('source')} at {e.get('commit_ts')}" for e in record.get("events") or []]
@@ -266,7 +266,7 @@ class _Email(_Channel):
             smtp.send_message(message, from_addr=s.from_addr, to_addrs=s.to)
 
     def send_conflict(self, record: dict[str, Any]) -> None:
-        self._send(f"[cdc] {record.get('type')} on {record.get('table')} {key_text(record.get('key'))}",
+        self._send(f"[cdc] {record.get('type')} on {record.get('table')} {_key(record.get('key'))}",
                    email_body(record))
 
     def send_summary(self, counts: Counter[str]) -> None:

@@ -36,7 +36,7 @@ def plan(source: SourceSettings, tables: list[tuple[str, str]], where: str | Non
     """Rows each table would give ("schema.table" -> rows), for ``--dry-run``."""
     reader = make_reader(source)
     try:
-        reader.begin_backfill()
+        reader.begin_read()
         return {f"{schema}.{table}": reader.count(schema, table, where) for schema, table in tables}
     finally:
         reader.close()
@@ -48,7 +48,7 @@ def backfill(store: StateStore, source: SourceSettings, tables: list[tuple[str, 
     pseudo = backfill_source(source.name)
     reader = make_reader(source)
     try:
-        read_at = reader.begin_backfill()
+        read_at = reader.begin_read()
         now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         extra = f',"backfill":{compact_json({"read_at": read_at, "target": target})}'
         number = int(store.last_txn(pseudo) or 0)

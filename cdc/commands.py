@@ -15,7 +15,7 @@ from cdc.config import Settings, config_path
 from cdc.dsn import DsnError, connect_kwargs, redact_dsn
 from cdc.logs import one_line
 from cdc.retry import Unreachable, retry_call
-from cdc.sources.base import SourceError
+from cdc.sources.base import SourceError, server_status
 from cdc.pipeline.sync import written_tables
 from cdc.replay import EventFilter
 from cdc.state.store import StateStore, StateStoreError
@@ -256,22 +256,6 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         _print_status(report)
     return 0
-
-
-def server_status(source) -> dict[str, Any] | None:
-    if source.kind == "mysql":
-        from cdc.sources import mysql_admin
-        from cdc.sources.mysql import MysqlSource
-
-        conn = MysqlSource(source).control_connection()
-        try:
-            return mysql_admin.binlog_status(conn)
-        finally:
-            conn.close()
-    from cdc.sources import pg_admin
-
-    with psycopg.connect(**connect_kwargs(source.dsn, source.password, connect_timeout=5), autocommit=True) as conn:
-        return pg_admin.slot_status(conn, source)
 
 
 def _print_status(report: dict[str, Any]) -> None:

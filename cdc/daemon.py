@@ -48,8 +48,7 @@ class Daemon:
         self.metrics = Metrics(settings.state_dir, stale_after_seconds=stale)
 
     def stop(self, *_: object) -> None:
-        if not self._stop.is_set():
-            self._notifier.stopping()
+        self._notifier.stopping()
         self._stop.set()
         if self._pipeline is not None:
             self._pipeline.stop()
@@ -164,7 +163,7 @@ class Daemon:
         now = time.monotonic()
         rate = (pipeline.events_stored - self._last_count[1]) / max(now - self._last_count[0], 1e-6)
         self._last_count = (now, pipeline.events_stored)
-        lag = max((s.value for s in self.metrics.lag_seconds.collect()[0].samples), default=0.0)
+        lag = max(self.metrics.lags().values(), default=0.0)
         return f"streaming: {rate:.1f} events/s, lag {lag:.1f}s, {pipeline.events_stored} events stored"
 
 

@@ -59,6 +59,10 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
+    def lags(self) -> dict[str, float]:
+        """Each source's lag in seconds, as last set."""
+        return {s.labels["source"]: s.value for s in self.lag_seconds.collect()[0].samples}
+
     def health(self) -> tuple[bool, list[str]]:
         """Healthy, or the reasons not: a source disconnected, or no checkpoint for too long."""
         problems = []

@@ -17,6 +17,8 @@ from typing import Any, Callable
 from cdc.config import Settings, SourceSettings
 from cdc.logs import one_line
 from cdc.metrics import Metrics
+from cdc.sources import mysql_positions
+from cdc.sources.base import server_status
 from cdc.state.store import StateStore
 
 log = logging.getLogger("cdc.monitor")
@@ -50,8 +52,6 @@ class Monitor:
                     log.debug("monitor: %s: %s", source.name, one_line(exc))
 
     def check(self, source: SourceSettings) -> None:
-        from cdc.commands import server_status
-
         status = server_status(source) or {}
         alerts = self.settings.alerts
         if "retained_wal_bytes" in status:
@@ -70,8 +70,8 @@ class Monitor:
             store.close()
         if not files or not complete:
             return
-        number, offset = (int(part) for part in complete.split(":"))
-        numbers = [int(f["name"].rpartition(".")[2]) for f in files]
+        number, offset = mysql_positions.txn_key_parts(complete)
+        numbers = [mysql_positions.binlog_file_number(f["name"]) for f in files]
         older = sum(f["size"] for f, n in zip(files, numbers) if n < number)
         newer = sum(f["size"] for f, n in zip(files, numbers) if n >= number)
         self._metrics.binlog_headroom.labels(source.name).set(older)

@@ -34,7 +34,7 @@ class SnapshotError(Exception):
 class SnapshotReader(Protocol):
     def begin(self, resume: dict[str, Any] | None) -> dict[str, Any]: ...
 
-    def begin_backfill(self) -> str: ...
+    def begin_read(self) -> str: ...
 
     def count(self, schema: str, table: str, where: str | None = None) -> int: ...
 
@@ -57,7 +57,7 @@ def plan(settings: Settings, source: SourceSettings, tables: list[tuple[str, str
     """Rows each table holds now ("schema.table" -> rows), for ``--dry-run``."""
     reader = make_reader(source)
     try:
-        reader.begin({"txn_key": "", "position": "", "resume": ""})
+        reader.begin_read()
         return {f"{schema}.{table}": reader.count(schema, table) for schema, table in tables}
     finally:
         reader.close()

@@ -32,6 +32,7 @@ class Notifier:
         self.watchdog_seconds = int(usec) / 1_000_000 if usec.isdigit() and own else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
@@ -52,7 +53,10 @@ class Notifier:
         self.notify(f"STATUS={text}")
 
     def stopping(self) -> None:
-        self.notify("STOPPING=1", "STATUS=stopping: applying and acknowledging what is in flight")
+        """Once, however often asked (a signal, then the way out)."""
+        if not self._stopping:
+            self._stopping = True
+            self.notify("STOPPING=1", "STATUS=stopping: applying and acknowledging what is in flight")
 
     def keep_alive(self, alive: Callable[[], bool], status: Callable[[], str], every: float = 5.0) -> None:
         """Ping the watchdog at half its interval while ``alive()``, and send ``status()`` every

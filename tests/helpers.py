@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import random
+import signal
 import threading
 import os
 import subprocess
@@ -98,6 +99,17 @@ max_seconds = 2
         log = open(self.tmp_path / "daemon.log", "a")
         return subprocess.Popen([sys.executable, "-m", "cdc", "run", *args], env=self.env(**env), stdout=log,
                                 stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+
+    @contextlib.contextmanager
+    def running(self, *args: str, timeout: float = 30, **env: str) -> Iterator[subprocess.Popen[str]]:
+        """The daemon (``cdc run``) for the block; stopped by SIGTERM after it, which it must obey
+        (exit 0) within ``timeout`` seconds."""
+        daemon = self.start(*args, **env)
+        try:
+            yield daemon
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=timeout) == 0, self.daemon_log()[-3000:]
 
     def daemon_log(self) -> str:
         path = self.tmp_path / "daemon.log"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import time
 
 from tests.helpers import CdcSetup, concurrent_writers, table_rows, wait_for
@@ -20,8 +19,7 @@ def _equal(crm: CdcSetup) -> bool:
 def test_a_corrupted_target_is_repaired_by_backfill_while_writes_go_on(pg_server, tmp_path):
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.accounts"])
     crm.setup()
-    daemon = crm.start()
-    try:
+    with crm.running() as daemon:
         with crm.source() as conn:
             conn.execute("INSERT INTO accounts SELECT i, 0, md5(i::text) FROM generate_series(1, 5000) i")
         wait_for(lambda: _equal(crm), timeout=120, what="the initial rows in the target\n" + crm.daemon_log())
@@ -46,9 +44,6 @@ def test_a_corrupted_target_is_repaired_by_backfill_while_writes_go_on(pg_server
             assert "row(s) re-read" in result.stdout
             time.sleep(1)
         wait_for(lambda: _equal(crm), timeout=120, what="the target back in line\n" + crm.daemon_log())
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
 
 
 def test_backfill_of_a_where_filter_into_one_target(pg_server, tmp_path):

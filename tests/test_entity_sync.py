@@ -11,8 +11,6 @@ import itertools
 import json
 import os
 import random
-import signal
-import subprocess
 import threading
 import time
 from decimal import Decimal
@@ -143,11 +141,6 @@ def _normal(row) -> tuple:
     return tuple(str(Decimal(v).quantize(Decimal("0.01"))) if isinstance(v, Decimal) else v for v in row)
 
 
-def _stop(daemon: subprocess.Popen[str]) -> None:
-    daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(timeout=30) == 0
-
-
 @pytest.fixture
 def two(pg_server, mariadb_server, tmp_path):
     setup = TwoSources(pg_server, mariadb_server, tmp_path)
@@ -162,8 +155,7 @@ def _equal_everywhere(two: TwoSources) -> list[tuple] | None:
 
 
 def test_changes_flow_both_ways_and_never_echo(two):
-    daemon = two.start()
-    try:
+    with two.running():
         with two.crm() as crm:
             crm.execute("INSERT INTO customers VALUES (1, 'Ada', '555-0100', 'ada@x.io', 1000, 'sales-app')")
         wait_for(lambda: len(two.erp_rows()) == 1, what="the crm insert in erp\n" + two.daemon_log())
@@ -174,8 +166,6 @@ def test_changes_flow_both_ways_and_never_echo(two):
             crm.execute("DELETE FROM customers WHERE id = 1")
         wait_for(lambda: two.erp_rows() == [], what="the crm delete in erp")
         time.sleep(2)  # time for any echo to come back, were there one
-    finally:
-        _stop(daemon)
     events = two.events()
     native = [(e["source"], e["op"]) for e in events if not e.get("echo")]
     echoes = [(e["source"], e["op"]) for e in events if e.get("echo")]
@@ -256,8 +246,7 @@ def test_without_sync_contents_tell_copies_from_divergent_changes(pg_server, mar
         with two.erp(two.erp_db) as conn, conn.cursor() as cur:
             cur.execute(statement)
 
-    daemon = two.start()
-    try:
+    with two.running():
         # another process copies each change across: no conflict (each change is captured
         # before the next is made, so the streams' order is the order of the changes)
         for write, statement in [
@@ -275,8 +264,6 @@ def test_without_sync_contents_tell_copies_from_divergent_changes(pg_server, mar
         crm("UPDATE customers SET email = 'ed@crm.example', updated_by = 'sales-app' WHERE id = 5")
         erp("UPDATE customers SET email = 'ed@erp.example', updated_by = 'erp-user' WHERE id = 5")
         wait_for(lambda: two.conflicts(), what="the divergence")
-    finally:
-        _stop(daemon)
     [conflict] = two.conflicts()
     assert (conflict["type"], conflict["fields"]) == ("divergence", ["email"])
     assert conflict["resolution"]["written_to"] == []  # cdc does not write into the sources without sync
@@ -306,8 +293,7 @@ def test_two_way_sync_under_concurrent_writers_for_a_minute(two):
         for i in range(1, 21):
             crm.execute("INSERT INTO customers VALUES (%s, %s, '555-0000', %s, 100, 'import')",
                         (i, f"Customer {i}", f"c{i}@x.io"))
-    daemon = two.start()
-    try:
+    with two.running() as daemon:
         wait_for(lambda: len(two.erp_rows()) == 20, timeout=60, what="the initial rows in erp\n" + two.daemon_log())
         stop = threading.Event()
         writes = {"crm": 0, "erp": 0}
@@ -383,8 +369,6 @@ def test_two_way_sync_under_concurrent_writers_for_a_minute(two):
             return rows if rows and len(two.events()) == before and _equal_everywhere(two) == rows else None
 
         final = wait_for(settled, timeout=120, interval=1, what="both sources equal and quiet\n" + two.daemon_log())
-    finally:
-        _stop(daemon)
     assert two.crm_rows("public.customers", two.dwh_dsn) == final
     assert two.crm_rows("public.erp_customers", two.dwh_dsn) == final
     events = two.events()

@@ -125,8 +125,7 @@ def test_metrics_parse_and_health(pg_server, tmp_path):
                    extra_config=f'[http]\nlisten = "127.0.0.1:{port}"\n'
                                 '[[tables]]\nmatch = "public.customers"\nwriter_column = "updated_by"\n')
     crm.setup()
-    daemon = crm.start()
-    try:
+    with crm.running(timeout=15) as daemon:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _get(base + "/healthz")[0] == 200, timeout=60, what="healthy\n" + crm.daemon_log())
         with crm.source() as conn:
@@ -153,9 +152,6 @@ def test_metrics_parse_and_health(pg_server, tmp_path):
         assert ("cdc_source_lag_seconds", (("source", "crm"),)) in samples
         status, body = _get(base + "/healthz")
         assert (status, body) == (200, "ok\n")
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0
 
 
 def test_a_non_loopback_bind_refuses_requests_without_the_token(pg_server, tmp_path):
@@ -164,8 +160,7 @@ def test_a_non_loopback_bind_refuses_requests_without_the_token(pg_server, tmp_p
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
                    extra_config=f'[http]\nlisten = "0.0.0.0:{port}"\ntoken = "s3cret-token"\n')
     crm.setup()
-    daemon = crm.start()
-    try:
+    with crm.running(timeout=15) as daemon:
         url = f"http://{host}:{port}"
         wait_for(lambda: _get(url + "/healthz", "s3cret-token")[0] == 200, timeout=60, what="up\n" + crm.daemon_log())
         for path in ("/metrics", "/healthz", "/", "/conflicts/x"):
@@ -173,9 +168,6 @@ def test_a_non_loopback_bind_refuses_requests_without_the_token(pg_server, tmp_p
             assert _get(url + path, "wrong")[0] == 401
         assert _get(url + "/metrics", "s3cret-token")[0] == 200
         assert _get(url + "/?token=s3cret-token")[0] == 200
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0
     assert "s3cret-token" not in crm.daemon_log()
 
 
@@ -183,8 +175,7 @@ def test_sighup_reloads_log_settings_without_dropping_the_stream(pg_server, tmp_
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
                    extra_config='[http]\nlisten = ""\n[log]\nformat = "json"\n')
     crm.setup()
-    daemon = crm.start()
-    try:
+    with crm.running(timeout=15) as daemon:
         with crm.source() as conn:
             conn.execute("INSERT INTO customers VALUES (1, 'a', 'w')")
         wait_for(lambda: len(crm.events()) == 1, timeout=60, what="first event\n" + crm.daemon_log())
@@ -194,9 +185,6 @@ def test_sighup_reloads_log_settings_without_dropping_the_stream(pg_server, tmp_
         with crm.source() as conn:
             conn.execute("INSERT INTO customers VALUES (2, 'b', 'w')")
         wait_for(lambda: len(crm.events()) == 2, timeout=60, what="the stream going on")
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0
     lines = crm.daemon_log().strip().splitlines()
     assert json.loads(lines[0])  # JSON before the reload, text after it
     assert not lines[-1].startswith("{")
@@ -239,8 +227,7 @@ def test_healthz_is_unhealthy_while_a_source_is_disconnected(pg_server, tmp_path
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
                    extra_config=f'[http]\nlisten = "127.0.0.1:{port}"\n')
     crm.setup()
-    daemon = crm.start()
-    try:
+    with crm.running(timeout=15) as daemon:
         health = f"http://127.0.0.1:{port}/healthz"
         wait_for(lambda: _get(health)[0] == 200, timeout=60, what="healthy\n" + crm.daemon_log())
         with psycopg.connect(crm.pg_admin_dsn, autocommit=True) as admin:  # the source goes away for a while
@@ -254,6 +241,3 @@ def test_healthz_is_unhealthy_while_a_source_is_disconnected(pg_server, tmp_path
             finally:
                 admin.execute(f'ALTER DATABASE "{crm.source_db}" ALLOW_CONNECTIONS true')
         wait_for(lambda: _get(health)[0] == 200, timeout=60, what="healthy again\n" + crm.daemon_log())
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 
 import pytest
 
@@ -46,8 +45,7 @@ def test_a_stale_save_is_resolved_with_a_click_and_the_target_gets_the_row(pg_se
     crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
                    extra_config=CONFIG + f'[http]\nlisten = "127.0.0.1:{port}"\n')
     crm.setup()
-    daemon = crm.start()
-    try:
+    with crm.running(timeout=15) as daemon:
         with crm.source() as conn:
             conn.execute("INSERT INTO customers VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
         # the scenario: erp-sync saves the whole row it read before sales-app's phone change
@@ -82,9 +80,6 @@ def test_a_stale_save_is_resolved_with_a_click_and_the_target_gets_the_row(pg_se
             wait_for(lambda: dst.execute("SELECT name, phone, email FROM customers WHERE id = 42").fetchone()
                      == ("Ada", "555-0199", "ada@x.io"), timeout=30, what="the kept row in the target")
         browser.save_screenshot(str(ARTIFACTS / "review-page-resolved.png"))
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0
     [record] = [c for c in map(json.loads, crm.cdc("conflicts", "list", "--json").stdout.splitlines())
                 if c["id"] == conflict["id"]]
     assert record["status"] == "resolved_by_hand" and record["resolution"]["by"] == "review page"

@@ -67,6 +67,7 @@ class EntitySync:
     def __init__(self, settings: Settings, store: StateStore) -> None:
         self._settings = settings
         self._store = store
+        self._entities = {entity.name: entity for entity in settings.entities}
         self._members = {(source, schema, table): entity for entity in settings.entities
                          for source, (schema, table) in entity.member_tables.items()}
         self._next_txn: dict[str, int] = {}
@@ -266,7 +267,7 @@ class EntitySync:
             held = state.seen.get(member)
             if held == state.sent.get(member) and held != state.vector and state.row_event is not None:
                 # the member took in a change of its own after the last row sent to it
-                entity = next(e for e in self._settings.entities if e.name == name)
+                entity = self._entities[name]
                 cause = self._event_change(state.row_event)
                 if cause is not None:
                     self._send(entity, member, key, state, cause)

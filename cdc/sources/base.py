@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack
 
@@ -52,6 +52,28 @@ class Source(Protocol):
         """Keep the connection alive while the pipeline is not reading (a full queue)."""
 
     def close(self) -> None: ...
+
+
+def server_status(settings) -> dict[str, Any] | None:
+    """What the source's server keeps for cdc (``cdc status``, the daemon's monitor): a
+    PostgreSQL slot's position, lag and retained WAL, or a binlog's end and files."""
+    if settings.kind == "mysql":
+        from cdc.sources import mysql_admin
+        from cdc.sources.mysql import MysqlSource
+
+        conn = MysqlSource(settings).control_connection()
+        try:
+            return mysql_admin.binlog_status(conn)
+        finally:
+            conn.close()
+    import psycopg
+
+    from cdc.dsn import connect_kwargs
+    from cdc.sources import pg_admin
+
+    with psycopg.connect(**connect_kwargs(settings.dsn, settings.password, connect_timeout=5),
+                         autocommit=True) as conn:
+        return pg_admin.slot_status(conn, settings)
 
 
 def make_source(settings, store=None) -> Source:

@@ -30,6 +30,12 @@ def txn_key(binlog_file: str, offset: int) -> str:
     return f"{binlog_file_number(binlog_file):010d}:{offset:012d}"
 
 
+def txn_key_parts(key: str) -> tuple[int, int]:
+    """The binlog file number and offset a ``txn_key`` was made of."""
+    number, _, offset = key.partition(":")
+    return int(number), int(offset)
+
+
 def binlog_file_number(name: str) -> int:
     _, _, suffix = name.rpartition(".")
     if not suffix.isdigit():

@@ -35,6 +35,27 @@ class MysqlSnapshot:
         self._conn: pymysql.connections.Connection | None = None
 
     def begin(self, resume: dict[str, Any] | None) -> dict[str, Any]:
+        file, offset = self._consistent_read()
+        if resume is not None:
+            return resume
+        assert self._conn is not None
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, offset))
+                gtid = cur.fetchone()[0] or ""
+        except pymysql.MySQLError as exc:
+            raise SourceError(f"{self.where}: cannot find the GTID of {file}:{offset}: {one_line(exc)}") from None
+        # just before the first transaction the stream reads (it starts at that offset)
+        return {"txn_key": positions.txn_key(file, max(offset - 1, 0)),
+                "position": f"snapshot@{gtid or f'{file}:{offset}'}", "resume": gtid}
+
+    def begin_read(self) -> str:
+        """Open a consistent read (``cdc backfill``, counting rows); its binlog position as a
+        transaction key."""
+        return positions.txn_key(*self._consistent_read())
+
+    def _consistent_read(self) -> tuple[str, int]:
+        """Start the consistent read; the binlog file and offset that match it."""
         try:
             self._conn = pymysql.connect(**mysql_params(self.settings.dsn, self.settings.password), autocommit=True)
             with self._conn.cursor() as cur:
@@ -45,27 +66,11 @@ class MysqlSnapshot:
                 cur.execute("SET time_zone = '+00:00'")
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                if resume is not None:
-                    return resume
                 cur.execute("SHOW STATUS WHERE Variable_name IN ('binlog_snapshot_file', 'binlog_snapshot_position')")
                 status = {name.lower(): value for name, value in cur.fetchall()}
-                file, offset = status["binlog_snapshot_file"], int(status["binlog_snapshot_position"])
-                cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, offset))
-                gtid = cur.fetchone()[0] or ""
         except pymysql.MySQLError as exc:
             raise SourceError(f"{self.where}: cannot start a consistent read: {one_line(exc)}") from None
-        # just before the first transaction the stream reads (it starts at that offset)
-        txn_key = f"{positions.binlog_file_number(file):010d}:{max(offset - 1, 0):012d}"
-        return {"txn_key": txn_key, "position": f"snapshot@{gtid or f'{file}:{offset}'}", "resume": gtid}
-
-    def begin_backfill(self) -> str:
-        """Open a consistent read for ``cdc backfill``; its binlog position as a transaction key."""
-        self.begin({})
-        assert self._conn is not None
-        with self._conn.cursor() as cur:
-            cur.execute("SHOW STATUS WHERE Variable_name IN ('binlog_snapshot_file', 'binlog_snapshot_position')")
-            status = {name.lower(): value for name, value in cur.fetchall()}
-        return positions.txn_key(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
+        return status["binlog_snapshot_file"], int(status["binlog_snapshot_position"])
 
     def count(self, schema: str, table: str, where: str | None = None) -> int:
         assert self._conn is not None

@@ -54,10 +54,10 @@ class PostgresSnapshot:
 
     def begin(self, resume: dict[str, Any] | None) -> dict[str, Any]:
         """Open the read; a new snapshot creates the slot and says where the stream starts."""
-        self._connect()
-        if resume is not None:
-            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if resume is not None:  # the exported snapshot is gone: the rest in a fresh read
+            self.begin_read()
             return resume
+        self._connect()
         lsn, snapshot = self._create_slot()
         self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
@@ -65,9 +65,9 @@ class PostgresSnapshot:
                  format_lsn(lsn), extra={"source": self.settings.name, "position": format_lsn(lsn)})
         return {"txn_key": f"{lsn - 1:016X}", "position": f"snapshot@{format_lsn(lsn)}", "resume": format_lsn(lsn)}
 
-    def begin_backfill(self) -> str:
-        """Open a consistent read for ``cdc backfill``; the position (as a transaction key) that
-        every change committed after the read began is at or after."""
+    def begin_read(self) -> str:
+        """Open a consistent read without a slot (``cdc backfill``, counting rows); the position
+        (as a transaction key) that every change committed after the read began is at or after."""
         self._connect()
         assert self._conn is not None
         lsn = parse_lsn(self._conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])

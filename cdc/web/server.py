@@ -84,8 +84,7 @@ class WebServer:
         return ok, ok and bool(from_query)
 
     def page_status(self, store: StateStore) -> dict[str, Any]:
-        lag = {s.labels["source"]: s.value for s in self.metrics.lag_seconds.collect()[0].samples}
-        return {"lag": lag, "events_per_second": store.events_recorded_since(time.time() - 60) / 60,
+        return {"lag": self.metrics.lags(), "events_per_second": store.events_recorded_since(time.time() - 60) / 60,
                 "pending": sum(store.open_conflicts().values())}
 
 
