@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-_SAFE_INT = 2**53
+SAFE_INT = 2**53
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -44,6 +44,14 @@ def encode_value(value: Any) -> str:
     return encode(value) if encode is not None else _encode_other(value)
 
 
+def json_value(value: Any) -> Any:
+    """A column value as an event document holds it: ``encode_value``'s JSON, read back."""
+    kind = type(value)
+    if kind in _JSON_ITSELF or (kind is int and -SAFE_INT < value < SAFE_INT):
+        return value
+    return json.loads(encode_value(value))
+
+
 def dumps_row(row: dict[str, Any] | None) -> str:
     """The JSON object of a row image (or ``null``)."""
     if row is None:
@@ -59,7 +67,7 @@ def dumps_row(row: dict[str, Any] | None) -> str:
 
 
 def _encode_int(value: int) -> str:
-    return str(value) if -_SAFE_INT < value < _SAFE_INT else f'"{value}"'
+    return str(value) if -SAFE_INT < value < SAFE_INT else f'"{value}"'
 
 
 def _encode_float(value: float) -> str:
@@ -99,6 +107,7 @@ def _encode_other(value: Any) -> str:
     return _dump_str(str(value))
 
 
+_JSON_ITSELF = frozenset({str, bool, type(None)})  # types whose JSON text reads back as the same value
 _BY_TYPE: dict[type, Any] = {
     type(None): lambda value: "null",
     bool: lambda value: "true" if value else "false",

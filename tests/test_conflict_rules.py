@@ -119,7 +119,7 @@ def test_natural_key_duplicates():
     rules = TableRules(natural_keys=(("email",), ("phone",)))
     owner = change("insert", None, row(), 0, "crm-import")
     newcomer = change("insert", None, row(id=43, phone=None), 4, source="erp", key='{"id":43}')
-    keys = natural_key_values(newcomer, rules)
+    keys = natural_key_values(newcomer.after, rules)
     assert keys == [(("email",), ("a@x.io",))]
     conflict = duplicate_natural_key(newcomer, owner, *keys[0])
     assert (conflict.type, conflict.fields, conflict.evidence["owner_key"]) == ("duplicate_key", ("email",), '{"id":42}')

@@ -78,7 +78,7 @@ def test_row_history_in_memory_is_bounded_by_the_detection_window(tmp_path):
             after = {"id": 1, "n": n}
             row = RowChange("public", "customers", "insert" if n == 0 else "update", {"id": 1}, before, after)
             detector.check(row, f"crm:0/{n}:0", '{"id":1}', dumps_row(before), dumps_row(after),
-                           (start + timedelta(seconds=30 * n)).isoformat(), None, str(n), ["n"],
+                           start + timedelta(seconds=30 * n), None, str(n), ["n"],
                            None if n == 0 else True)
             before = after
     assert detector.changes_in_memory <= 3  # the window's (60 s) changes and the last one

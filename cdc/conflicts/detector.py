@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from collections import OrderedDict
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
@@ -22,19 +23,11 @@ from cdc.conflicts.resolution import Decision, decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
 from cdc.model import RowChange
 from cdc.state.store import StateStore
-from cdc.values import encode_value, key_text
+from cdc.values import json_value, key_text
 
 log = logging.getLogger("cdc.conflicts")
 HISTORY_LIMIT = 50  # changes of one row the rules look at
 HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory
-
-
-class _History(list[Change]):
-    """A row's latest changes, oldest first, and ``after``: the JSON text of the last one's
-    after image when known (None: read back from the event log)."""
-
-    __slots__ = ("after",)
-    after: str | None
 
 
 class Detector:
@@ -46,7 +39,7 @@ class Detector:
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
         self._rules: dict[tuple[str, str], TableRules] = {}
-        self._history: OrderedDict[tuple[str, str, str], _History] = OrderedDict()
+        self._history: OrderedDict[tuple[str, str, str], list[Change]] = OrderedDict()
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
 
@@ -61,24 +54,24 @@ class Detector:
         return found
 
     def _entity_members(self, schema: str, table: str) -> list[tuple[str, str, str]]:
-        """This table, then the tables of the same entity in other sources (a natural key
-        belongs to the entity, whichever source holds it)."""
+        """The tables of the same entity in other sources (a natural key belongs to the entity,
+        whichever source holds it)."""
         found = self._members.get((schema, table))
         if found is None:
             entity = self._settings.entity_of(self._source, schema, table)
             others = [] if entity is None else [(source, *member) for source, member in entity.member_tables.items()
                                                 if source != self._source]
-            found = self._members[(schema, table)] = [(self._source, schema, table), *others]
+            found = self._members[(schema, table)] = others
         return found
 
-    def check(self, row: RowChange, event_id: str, key: str, before: str, after: str, commit_ts: str,
+    def check(self, row: RowChange, event_id: str, key: str, before: str, after: str, commit_ts: datetime,
               writer: Any, txid: str | None, changed: list[str],
               was_live: bool | None = None, rules_apply: bool = True) -> list[Conflict]:
         """The conflicts a new event (not stored yet) raises, and its natural keys noted.
 
         The event is given by the parts the versioner writes into its document, so that the
         rules see what the document says without parsing it again: ``key``, ``before`` and
-        ``after`` as JSON text, ``commit_ts`` as ISO text, ``writer`` as the image holds it;
+        ``after`` as JSON text, ``commit_ts`` the transaction's, ``writer`` as the image holds it;
         ``was_live`` whether the row existed before (None: never seen). Without
         ``rules_apply`` (an echo of cdc's own write, a snapshot row) the change is only noted:
         it is the history the next change is compared with.
@@ -89,19 +82,23 @@ class Detector:
         rules = self.rules(schema, table)
         history = self._row_history(schema, table, key, seen=was_live is not None)
         previous = history[-1] if history else None
-        # a before image that reads as the last after image is that image (it often is: parse it once)
-        before_image = previous.after if previous is not None and before == history.after else _image(before)
-        change = Change(event_id, self._source, f"{schema}.{table}", key, row.op, before_image, _image(after),
-                        datetime.fromisoformat(commit_ts), _json_value(writer), _json_value(txid),
-                        _column_set(tuple(changed)))
+        if previous is not None and before == previous.after_text:
+            before = previous.after_text  # one string for both
+            previous.after_is(row.before)  # the same image: read it where it is fresh
+        writer = json_value(writer)
+        change = Change.of_texts(event_id, self._source, f"{schema}.{table}", key, row.op, before, after, commit_ts,
+                                 sys.intern(writer) if type(writer) is str else writer, json_value(txid),
+                                 _column_set(tuple(changed)), row.before, row.after)
         self.last_change = change
         found = detect(change, previous, history, rules, self._window, live=bool(was_live)) if rules_apply else []
-        if rules.natural_keys and _natural_keys_touched(change, row.key, rules):
-            duplicates = self._natural_key_duplicates(change, rules, schema, table, key, new_row=was_live is None)
+        if rules.natural_keys and _natural_keys_touched(change, row, rules):
+            duplicates = self._natural_key_duplicates(change, row, rules, key, new_row=was_live is None)
             if rules_apply:
                 found += duplicates
+        if previous is not None:
+            previous.keep_texts_only()
+        change.keep_texts_only()  # memory keeps few objects per change: they stay long, and scattered
         history.append(change)
-        history.after = after
         while len(history) > HISTORY_LIMIT or (len(history) > 1 and
                                                change.commit_ts - history[0].commit_ts > self._window):
             del history[0]  # only the window matters, and the last change (kept however old)
@@ -117,7 +114,7 @@ class Detector:
         for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
             del self._history[cached]
 
-    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> _History:
+    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> list[Change]:
         """The row's latest changes, oldest first: from memory, else from the event log (a row
         never ``seen`` has none)."""
         cache_key = (schema, table, key)
@@ -125,33 +122,30 @@ class Detector:
         if history is not None:
             self._history.move_to_end(cache_key)
             return history
-        history = _History() if not seen else _History(
-            change_from_doc(json.loads(d), key)
-            for d in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT))
-        history.after = None
+        history = [] if not seen else [change_from_doc(json.loads(d), key) for d in
+                                       self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
         self._history[cache_key] = history
         if len(self._history) > HISTORY_CACHE_ROWS:
             self._history.popitem(last=False)
         return history
 
-    def _natural_key_duplicates(self, change: Change, rules: TableRules, schema: str, table: str,
-                                key: str, new_row: bool) -> list[Conflict]:
+    def _natural_key_duplicates(self, change: Change, row: RowChange, rules: TableRules, key: str,
+                                new_row: bool) -> list[Conflict]:
+        """Note the row's natural keys; a conflict for each that another live row of the entity holds."""
+        schema, table = row.schema, row.table
+        held = natural_key_values(_json_form(row.after, rules.natural_key_columns), rules)
+        encoded = [(_names_json(names), _values_json(values)) for names, values in held]
+        owners = self._store.hold_natural_keys(self._source, schema, table, key, change.event_id, encoded,
+                                               new_row=new_row)
         found = []
-        encoded = []
-        for names, values in natural_key_values(change, rules):
-            names_json, values_json = _names_json(names), _values_json(values)
-            encoded.append((names_json, values_json))
-            owner = None
-            for source, member_schema, member_table in self._entity_members(schema, table):
-                owner = self._store.natural_key_owner(source, member_schema, member_table, names_json, values_json,
-                                                      key)
-                if owner is not None:
-                    break
+        for (names, values), (names_json, values_json), owner in zip(held, encoded, owners):
+            members = iter(self._entity_members(schema, table))
+            while owner is None and (member := next(members, None)) is not None:
+                owner = self._store.natural_key_owner(*member, names_json, values_json, key)
             if owner is not None:
                 owner_doc = json.loads(owner)
                 owner_change = change_from_doc(owner_doc, key_text(owner_doc["key"]))
                 found.append(duplicate_natural_key(change, owner_change, names, values))
-        self._store.set_natural_keys(self._source, schema, table, key, change.event_id, encoded, new_row=new_row)
         return found
 
     def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int],
@@ -177,18 +171,16 @@ class Detector:
         return conflict_id
 
 
-def _natural_keys_touched(change: Change, key: dict[str, Any], rules: TableRules) -> bool:
+def _natural_keys_touched(change: Change, row: RowChange, rules: TableRules) -> bool:
     """Whether the change may alter the row's natural keys (updates of other columns do not);
-    ``key`` is the row's key (its columns count too: a moved row)."""
-    if change.op != "update" or change.before is None or change.after is None:
+    the row's key columns count too (a moved row)."""
+    if change.op != "update" or row.before is None or row.after is None:
         return True
-    before, after = change.before, change.after
-    return (any(before.get(c) != after.get(c) for names in rules.natural_keys for c in names)
-            or any(before.get(c) != after.get(c) for c in key))
+    changed, after = change.changed, row.after
+    return (any(c in changed or c not in after for c in rules.natural_key_columns)
+            or any(c in changed or c not in after for c in row.key))
 
 
-_JSON_ITSELF = frozenset({str, bool, type(None)})  # types whose JSON text reads back as the same value
-_decode = json.JSONDecoder().raw_decode
 _dumps_default_str = json.JSONEncoder(default=str).encode
 
 
@@ -210,15 +202,9 @@ def _values_json(values: tuple[Any, ...]) -> str:
     return _dumps_default_str(values)
 
 
-def _image(text: str) -> dict[str, Any] | None:
-    """A row image as the event document holds it, from its JSON text (``dumps_row``'s: no
-    surrounding whitespace, so ``json.loads`` would read exactly what ``raw_decode`` does)."""
-    return None if text == "null" else _decode(text)[0]
-
-
-def _json_value(value: Any) -> Any:
-    """A column value as the event document holds it."""
-    return value if type(value) in _JSON_ITSELF else json.loads(encode_value(value))
+def _json_form(image: dict[str, Any] | None, columns: Iterable[str]) -> dict[str, Any] | None:
+    """The ``columns`` of a row image as the event document holds them."""
+    return None if image is None else {c: json_value(image.get(c)) for c in columns}
 
 
 def change_from_doc(doc: dict[str, Any], key: str) -> Change:

@@ -58,9 +58,13 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
 
 def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
     """A before-image unlike the last after-image recorded: changes were missed."""
-    if change.op not in ("update", "delete") or previous is None or previous.after is None or change.before is None:
+    if change.op not in ("update", "delete") or previous is None:
         return None
+    if change.before_text is not None and change.before_text == previous.after_text:
+        return None  # the same text: the same image (the usual case, found without reading either)
     before, recorded = change.before, previous.after
+    if before is None or recorded is None:
+        return None
     if before.keys() == recorded.keys():  # the usual case: the same columns
         differing = tuple(sorted(name for name, value in before.items() if value != recorded[name]))
     else:
@@ -79,20 +83,20 @@ def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
 def lost_update(change: Change, previous: Change, rules: TableRules, within_window: bool = True) -> Conflict | None:
     """(b) a stale full-row save reverted the previous write (only when that write is
     ``within_window``), else (a) the version column did not advance."""
-    if change.op != "update" or previous.op == "delete" or previous.after is None or change.after is None:
+    if change.op != "update" or previous.op == "delete" or not previous.has_after or not change.has_after:
         return None
     return _stale_save(change, previous, rules, within_window) or _version_not_advanced(change, previous, rules)
 
 
 def _stale_save(change: Change, previous: Change, rules: TableRules, within_window: bool) -> Conflict | None:
-    if (not within_window or previous.before is None or change.after is None or previous.after is None
+    if (not within_window or not previous.has_before
             or _identity(change, rules, strict=True) == _identity(previous, rules, strict=True)):
         return None
     mine = change.changed - rules.bookkeeping
     theirs = previous.changed - rules.bookkeeping
     if not theirs or not (mine - theirs):
         return None
-    if not all(change.after.get(f) == previous.before.get(f) != previous.after.get(f) for f in theirs):
+    if not all(change.after_value(f) == previous.before_value(f) != previous.after_value(f) for f in theirs):
         return None
     fields = tuple(sorted(theirs))
     return _conflict("lost_update", change, (previous, change), fields,
@@ -104,9 +108,9 @@ def _stale_save(change: Change, previous: Change, rules: TableRules, within_wind
 
 def _version_not_advanced(change: Change, previous: Change, rules: TableRules) -> Conflict | None:
     column = rules.version_column
-    if not column or change.after is None or previous.after is None:
+    if not column:
         return None
-    old, new = previous.after.get(column), change.after.get(column)
+    old, new = previous.after_value(column), change.after_value(column)
     if old is None or new is None or _advanced(old, new):
         return None
     return _conflict("lost_update", change, (previous, change), (column,),
@@ -165,9 +169,9 @@ def update_delete(change: Change, in_window: Sequence[Change], rules: TableRules
 def state_regression(change: Change, rules: TableRules) -> Conflict | None:
     """The status column moved against its configured order."""
     column, order = rules.status_column, rules.status_order
-    if not column or change.op != "update" or change.before is None or change.after is None:
+    if not column or change.op != "update":
         return None
-    old, new = change.before.get(column), change.after.get(column)
+    old, new = change.before_value(column), change.after_value(column)
     if old == new or old not in order or new not in order or order.index(new) > order.index(old):
         return None
     return _conflict("state_regression", change, (change,), (column,),
@@ -177,13 +181,13 @@ def state_regression(change: Change, rules: TableRules) -> Conflict | None:
                      evidence={"from": old, "to": new, "order": list(order)})
 
 
-def natural_key_values(change: Change, rules: TableRules) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
-    """The natural keys of the row after the change that are wholly set."""
-    if change.after is None:
+def natural_key_values(after: dict[str, Any] | None, rules: TableRules) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+    """The natural keys wholly set in a row image (the row after a change)."""
+    if after is None:
         return []
     keys = []
     for names in rules.natural_keys:
-        values = tuple(map(change.after.get, names))
+        values = tuple(map(after.get, names))
         if None not in values and "" not in values:
             keys.append((names, values))
     return keys

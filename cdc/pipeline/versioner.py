@@ -77,8 +77,8 @@ class Versioner:
         position = (txn.txn_key, seq)
         noted = echo or change.op == "snapshot"  # history for the next change, never a new change itself
         if self._detector is not None and change.op != "truncate":
-            conflicts = self._detector.check(change, event_id, key_json, before, after, commit_ts, writer, txn.xid,
-                                             changed, was_live, rules_apply=not noted)
+            conflicts = self._detector.check(change, event_id, key_json, before, after, txn.commit_ts, writer,
+                                             txn.xid, changed, was_live, rules_apply=not noted)
             ids = [self._detector.record(conflict, change.schema, change.table, position) for conflict in conflicts]
             if conflicts:
                 self._write_repairs(conflicts, change, self._detector.last_change, key_json, version)

@@ -17,16 +17,19 @@ Position = tuple[str, int]
 class ConflictRecords:
     _db: sqlite3.Connection
 
-    def set_natural_keys(self, source: str, schema: str, table: str, key: str, event_id: str,
-                         keys: list[tuple[str, str]], new_row: bool = False) -> None:
-        """The row's natural keys are now ``keys`` (names JSON, values JSON); none after a delete.
-        A ``new_row`` (never seen before) has none yet to replace."""
+    def hold_natural_keys(self, source: str, schema: str, table: str, key: str, event_id: str,
+                          keys: list[tuple[str, str]], new_row: bool = False) -> list[str | None]:
+        """The row's natural keys are now ``keys`` (names JSON, values JSON; none after a delete),
+        and for each, the latest event document of another live row of the table holding it, if
+        any. A ``new_row`` (never seen before) has none yet to replace."""
         if not new_row:
             self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
                              " AND key = ?", (source, schema, table, key))
-        for names, values in keys:
-            self._db.execute("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (source, schema, table, names, values, key, event_id))
+        return [self._db.execute(
+            "INSERT OR REPLACE INTO natural_keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING"
+            " (SELECT e.doc FROM natural_keys n JOIN events e ON e.event_id = n.event_id WHERE n.source = ?1"
+            " AND n.schema_name = ?2 AND n.table_name = ?3 AND n.names = ?4 AND n.vals = ?5 AND n.key != ?6 LIMIT 1)",
+            (source, schema, table, names, values, key, event_id)).fetchone()[0] for names, values in keys]
 
     def natural_key_owner(self, source: str, schema: str, table: str, names: str, values: str,
                           key: str) -> str | None:

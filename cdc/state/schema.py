@@ -72,7 +72,6 @@ CREATE TABLE IF NOT EXISTS natural_keys (
     PRIMARY KEY (source, schema_name, table_name, names, vals, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS natural_keys_by_row ON natural_keys (source, schema_name, table_name, key);
-CREATE INDEX IF NOT EXISTS natural_keys_by_event ON natural_keys (event_id);
 CREATE TABLE IF NOT EXISTS held_keys (
     source TEXT NOT NULL,
     schema_name TEXT NOT NULL,

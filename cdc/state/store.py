@@ -86,6 +86,7 @@ class StateStore(ConflictRecords, EventQueries):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "origin" not in columns:  # the source a review-queue resolution belongs to
             self._db.execute("ALTER TABLE events ADD COLUMN origin TEXT")
+        self._db.execute("DROP INDEX IF EXISTS natural_keys_by_event")  # pruning finds them by row
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(row_versions)")}
         if "live" not in columns:  # whether the row exists at the source
             self._db.execute("ALTER TABLE row_versions ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
