@@ -176,9 +176,9 @@ def _natural_keys_touched(change: Change, row: RowChange, rules: TableRules) -> 
     the row's key columns count too (a moved row)."""
     if change.op != "update" or row.before is None or row.after is None:
         return True
-    changed, after = change.changed, row.after
-    return (any(c in changed or c not in after for c in rules.natural_key_columns)
-            or any(c in changed or c not in after for c in row.key))
+    changed, present, key = change.changed, row.after.keys(), row.key.keys()
+    return (not changed.isdisjoint(rules.natural_key_columns) or not changed.isdisjoint(key)
+            or not (present >= rules.natural_key_columns and present >= key))
 
 
 _dumps_default_str = json.JSONEncoder(default=str).encode

@@ -52,8 +52,11 @@ class Change:
                  commit_ts: datetime, writer: str | None, txid: str | None, changed: frozenset[str],
                  before_values: dict[str, Any] | None, after_values: dict[str, Any] | None) -> "Change":
         """A new change: its images as JSON texts (``dumps_row``'s) and as the Python values they encode."""
-        change = cls(event_id, source, table, key, op, _UNKNOWN, _UNKNOWN, commit_ts, writer, txid, changed)
+        change = cls.__new__(cls)
+        change.event_id, change.source, change.table, change.key, change.op = event_id, source, table, key, op
+        change.commit_ts, change.writer, change.txid, change.changed = commit_ts, writer, txid, changed
         change.before_text, change.after_text = before_text, after_text
+        change._before, change._after = _UNKNOWN, _UNKNOWN
         change._before_values, change._after_values = before_values, after_values
         return change
 
@@ -148,12 +151,12 @@ class TableRules:
     status_column: str | None = None
     status_order: tuple[str, ...] = ()
     bookkeeping: frozenset[str] = field(init=False, repr=False, compare=False)  # left out of field comparisons
-    natural_key_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)  # each once
+    natural_key_columns: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         extra = {c for c in (self.version_column, self.writer_column) if c}
         object.__setattr__(self, "bookkeeping", self.ignore_columns | extra)
-        object.__setattr__(self, "natural_key_columns", tuple(dict.fromkeys(c for k in self.natural_keys for c in k)))
+        object.__setattr__(self, "natural_key_columns", frozenset(c for k in self.natural_keys for c in k))
 
 
 @dataclass(frozen=True, slots=True)

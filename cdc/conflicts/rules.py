@@ -35,24 +35,25 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
     gap = stream_gap(change, previous if live else None)
     if gap:
         found.append(gap)
-    if change.op == "insert" and live and previous is not None:
+    op = change.op
+    if op == "insert" and live and previous is not None:
         found.append(_conflict("duplicate_key", change, (previous, change), tuple(sorted(json.loads(change.key))),
                                "an insert of a key that belongs to a live row",
                                f"{_who(change)} inserted {change.table} {change.key}, which already existed "
                                f"(last written by {_who(previous)} at {_time(previous)})"))
-    lost = None
-    if previous is not None:
-        recent_ids = {e.event_id for e in in_window}
-        lost = lost_update(change, previous, rules, within_window=previous.event_id in recent_ids)
-    if lost:
-        found.append(lost)
-    found += concurrent_overwrites(change, in_window, rules, exclude=lost)
-    deleted = update_delete(change, in_window, rules)
-    if deleted:
-        found.append(deleted)
-    regression = state_regression(change, rules)
-    if regression:
-        found.append(regression)
+    if op == "update":
+        lost = None if previous is None else lost_update(
+            change, previous, rules, within_window=any(e.event_id == previous.event_id for e in in_window))
+        if lost:
+            found.append(lost)
+        found += concurrent_overwrites(change, in_window, rules, exclude=lost)
+        regression = state_regression(change, rules)
+        if regression:
+            found.append(regression)
+    elif op == "delete":
+        deleted = update_delete(change, in_window, rules)
+        if deleted:
+            found.append(deleted)
     return found
 
 
@@ -181,7 +182,8 @@ def state_regression(change: Change, rules: TableRules) -> Conflict | None:
                      evidence={"from": old, "to": new, "order": list(order)})
 
 
-def natural_key_values(after: dict[str, Any] | None, rules: TableRules) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+def natural_key_values(after: dict[str, Any] | None,
+                       rules: TableRules) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
     """The natural keys wholly set in a row image (the row after a change)."""
     if after is None:
         return []
