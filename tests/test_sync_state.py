@@ -14,9 +14,9 @@ from cdc.pipeline.sync import EntitySync
 from cdc.state.store import StateStore
 
 
-def _settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path, **extra) -> Settings:
     return Settings(state_dir=tmp_path, sources=[{"name": "crm", "kind": "postgres", "dsn": "postgresql://x/crm",
-                                                   "tables": ["public.customers"]}])
+                                                   "tables": ["public.customers"]}], **extra)
 
 
 def test_a_repair_is_dropped_when_the_row_changed_again_before_it_was_written(tmp_path):
@@ -82,3 +82,48 @@ def test_row_history_in_memory_is_bounded_by_the_detection_window(tmp_path):
                            None if n == 0 else True)
             before = after
     assert detector.changes_in_memory <= 3  # the window's (60 s) changes and the last one
+
+
+def test_pruning_keeps_the_events_that_natural_keys_point_to(tmp_path):
+    import sqlite3
+    import time
+    from datetime import timedelta
+
+    from cdc.model import RowChange, TxnBegin
+    from cdc.pipeline.versioner import Versioner
+
+    settings = _settings(tmp_path, tables=[{"match": "public.customers", "natural_keys": [["email"]]}])
+    with sqlite3.connect(tmp_path / "state.db") as old:  # a store from before pruning found them by row
+        old.execute("CREATE TABLE natural_keys (source TEXT, schema_name TEXT, table_name TEXT, names TEXT,"
+                    " vals TEXT, key TEXT, event_id TEXT, PRIMARY KEY (source, schema_name, table_name, names, vals,"
+                    " key)) WITHOUT ROWID")
+        old.execute("CREATE INDEX natural_keys_by_event ON natural_keys (event_id)")
+    store = StateStore(tmp_path)
+    assert not store._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'natural_keys_by_event'").fetchall()
+    versioner = Versioner(settings, store, "crm")
+    start = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+    ids = {}
+
+    def commit(n: int, *changes: tuple[str, dict | None, dict | None]) -> list:
+        txn = TxnBegin(f"{n:08d}", f"0/{n}", str(n), start + timedelta(seconds=n))
+        with store.transaction():
+            events = [versioner.version(txn, seq, RowChange("public", "customers", op, {"id": (after or before)["id"]},
+                                                            before, after))
+                      for seq, (op, before, after) in enumerate(changes)]
+            store.append(events)
+        for event in events:
+            ids[(n, json.loads(event.key)["id"])] = event.event_id
+        return [json.loads(event.doc) for event in events]
+
+    one, two = {"id": 1, "email": "a@x", "phone": "1"}, {"id": 2, "email": "b@x", "phone": "1"}
+    commit(1, ("insert", None, one), ("insert", None, two))
+    commit(2, ("update", two, {**two, "phone": "2"}))  # the natural key stays with the insert's event
+    commit(3, ("update", {**two, "phone": "2"}, {**two, "phone": "2", "email": "c@x"}))  # now with this one
+    store.record_target_position("dwh", "crm", ("00000003", 0))
+    with store.transaction():
+        store.prune_events(time.time() + 1, 100)
+    kept = [row[0] for row in store._db.execute("SELECT event_id FROM events ORDER BY log_id")]
+    assert kept == [ids[(1, 1)], ids[(3, 2)]]
+    [doc] = commit(4, ("insert", None, {"id": 3, "email": "a@x", "phone": "9"}))
+    [conflict] = store.conflicts(conflict_id=doc["conflicts"][0])
+    assert conflict["type"] == "duplicate_key" and conflict["events"][0]["event_id"] == ids[(1, 1)]
