@@ -9,8 +9,6 @@ from typing import Any, Callable
 
 from cdc.values import json_value
 
-
-
 _UNKNOWN: Any = object()  # an image not held in that form
 _decode = json.JSONDecoder().raw_decode
 
@@ -52,11 +50,8 @@ class Change:
                  commit_ts: datetime, writer: str | None, txid: str | None, changed: frozenset[str],
                  before_values: dict[str, Any] | None, after_values: dict[str, Any] | None) -> "Change":
         """A new change: its images as JSON texts (``dumps_row``'s) and as the Python values they encode."""
-        change = cls.__new__(cls)
-        change.event_id, change.source, change.table, change.key, change.op = event_id, source, table, key, op
-        change.commit_ts, change.writer, change.txid, change.changed = commit_ts, writer, txid, changed
+        change = cls(event_id, source, table, key, op, _UNKNOWN, _UNKNOWN, commit_ts, writer, txid, changed)
         change.before_text, change.after_text = before_text, after_text
-        change._before, change._after = _UNKNOWN, _UNKNOWN
         change._before_values, change._after_values = before_values, after_values
         return change
 

@@ -12,6 +12,10 @@ import time
 from typing import Any
 
 Position = tuple[str, int]
+# the event document of a row other than ?6 holding natural key ?4 = ?5 in table ?1 ?2.?3
+_NATURAL_KEY_OWNER = ("SELECT e.doc FROM natural_keys n JOIN events e ON e.event_id = n.event_id WHERE n.source = ?1"
+                      " AND n.schema_name = ?2 AND n.table_name = ?3 AND n.names = ?4 AND n.vals = ?5 AND n.key != ?6"
+                      " LIMIT 1")
 
 
 class ConflictRecords:
@@ -23,22 +27,22 @@ class ConflictRecords:
         and for each, the latest event document of another live row of the table holding it, if
         any. A ``new_row`` (never seen before) has none yet to replace."""
         if not new_row:
-            self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                             " AND key = ?", (source, schema, table, key))
-        return [self._db.execute(
-            "INSERT OR REPLACE INTO natural_keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING"
-            " (SELECT e.doc FROM natural_keys n JOIN events e ON e.event_id = n.event_id WHERE n.source = ?1"
-            " AND n.schema_name = ?2 AND n.table_name = ?3 AND n.names = ?4 AND n.vals = ?5 AND n.key != ?6 LIMIT 1)",
-            (source, schema, table, names, values, key, event_id)).fetchone()[0] for names, values in keys]
+            self.drop_natural_keys(source, schema, table, key)
+        return [self._db.execute(f"INSERT OR REPLACE INTO natural_keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                                 f" RETURNING ({_NATURAL_KEY_OWNER})",
+                                 (source, schema, table, names, values, key, event_id)).fetchone()[0]
+                for names, values in keys]
 
     def natural_key_owner(self, source: str, schema: str, table: str, names: str, values: str,
                           key: str) -> str | None:
         """The latest event document of another live row holding the natural key, if any."""
-        row = self._db.execute(
-            "SELECT e.doc FROM natural_keys n JOIN events e ON e.event_id = n.event_id WHERE n.source = ?"
-            " AND n.schema_name = ? AND n.table_name = ? AND n.names = ? AND n.vals = ? AND n.key != ? LIMIT 1",
-            (source, schema, table, names, values, key)).fetchone()
+        row = self._db.execute(_NATURAL_KEY_OWNER, (source, schema, table, names, values, key)).fetchone()
         return row[0] if row else None
+
+    def drop_natural_keys(self, source: str, schema: str, table: str, key: str) -> None:
+        """The row holds no natural key any more."""
+        self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
+                         " AND key = ?", (source, schema, table, key))
 
     def add_conflict(self, conflict_id: str, source: str, conflict, status: str, resolution: dict | None) -> None:
         events = [{"event_id": e.event_id, "commit_ts": e.commit_ts.isoformat(timespec="microseconds"),

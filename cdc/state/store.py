@@ -162,8 +162,7 @@ class StateStore(ConflictRecords, EventQueries):
         """The row left its key (an update changed its primary key): it no longer exists there."""
         self._db.execute("UPDATE row_versions SET live = 0 WHERE source = ? AND schema_name = ? AND table_name = ?"
                          " AND key = ?", (source, schema, table, key))
-        self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                         " AND key = ?", (source, schema, table, key))
+        self.drop_natural_keys(source, schema, table, key)
 
     def forget_rows(self, source: str, schema: str, table: str) -> None:
         """The table was truncated: its rows start anew (versions, liveness, natural keys)."""
