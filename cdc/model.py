@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cdc.values import compact_json
+
 @dataclass(slots=True)
 class TxnBegin:
     """Start of a committed source transaction."""
@@ -110,6 +112,16 @@ class StoredEvent:
 def make_event_id(source: str, position: str, seq: int) -> str:
     """The event id: stable across restarts and replays (``crm:0/16B3748:3``)."""
     return f"{source}:{position}:{seq}"
+
+
+def add_conflict_ids(doc: str, conflict_ids: list[str]) -> str:
+    """An event document (JSON text) with ``conflict_ids`` added to its ``conflicts``, the rest of its text as it was."""
+    start = doc.rindex('"conflicts":[') + len('"conflicts":')
+    present, end = _decode_json(doc, start)
+    return f"{doc[:start]}{compact_json(present + conflict_ids)}{doc[end:]}"
+
+
+_decode_json = json.JSONDecoder().raw_decode
 
 
 def changed_columns(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:

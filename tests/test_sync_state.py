@@ -78,7 +78,7 @@ def test_row_history_in_memory_is_bounded_by_the_detection_window(tmp_path):
             after = {"id": 1, "n": n}
             row = RowChange("public", "customers", "insert" if n == 0 else "update", {"id": 1}, before, after)
             detector.check(row, f"crm:0/{n}:0", '{"id":1}', dumps_row(before), dumps_row(after),
-                           start + timedelta(seconds=30 * n), None, str(n), ["n"],
+                           start + timedelta(seconds=30 * n), None, str(n), ["n"], (f"{n:08d}", 0),
                            None if n == 0 else True)
             before = after
     assert detector.changes_in_memory <= 3  # the window's (60 s) changes and the last one
@@ -113,7 +113,7 @@ def test_pruning_keeps_the_events_that_natural_keys_point_to(tmp_path):
             store.append(events)
         for event in events:
             ids[(n, json.loads(event.key)["id"])] = event.event_id
-        return [json.loads(event.doc) for event in events]
+        return [json.loads(store.event_doc(event.event_id)) for event in events]  # as stored when committed
 
     one, two = {"id": 1, "email": "a@x", "phone": "1"}, {"id": 2, "email": "b@x", "phone": "1"}
     commit(1, ("insert", None, one), ("insert", None, two))
@@ -127,3 +127,47 @@ def test_pruning_keeps_the_events_that_natural_keys_point_to(tmp_path):
     [doc] = commit(4, ("insert", None, {"id": 3, "email": "a@x", "phone": "9"}))
     [conflict] = store.conflicts(conflict_id=doc["conflicts"][0])
     assert conflict["type"] == "duplicate_key" and conflict["events"][0]["event_id"] == ids[(1, 1)]
+
+
+def test_natural_keys_are_settled_when_their_transaction_commits(tmp_path):
+    from cdc.model import RowChange, TxnBegin
+    from cdc.pipeline.versioner import Versioner
+
+    settings = _settings(tmp_path, tables=[{"match": "public.customers", "natural_keys": [["email"]]}])
+    store = StateStore(tmp_path)
+    versioner = Versioner(settings, store, "crm")
+    start = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+
+    def changes(n: int, *rows: tuple[str, dict | None, dict | None]) -> list:
+        txn = TxnBegin(f"{n:08d}", f"0/{n}", str(n), start)
+        events = [versioner.version(txn, seq, RowChange("public", "customers", op, {"id": (after or before)["id"]},
+                                                        before, after))
+                  for seq, (op, before, after) in enumerate(rows)]
+        store.append(events)
+        return events
+
+    def held() -> list[tuple[str, str]]:
+        return store._db.execute("SELECT key, vals FROM natural_keys ORDER BY key").fetchall()
+
+    try:
+        with store.transaction():
+            changes(1, ("insert", None, {"id": 1, "email": "a@x"}))
+            raise RuntimeError("the transaction fails")
+    except RuntimeError:
+        pass
+    assert held() == []  # nothing noted in a transaction rolled back is stored, then or later
+    with store.transaction():
+        first, second = changes(2, ("insert", None, {"id": 1, "email": "a@x"}),
+                                ("insert", None, {"id": 2, "email": "a@x"}))
+        assert held() == []  # noted, not yet stored
+    assert held() == [('{"id":1}', '["a@x"]'), ('{"id":2}', '["a@x"]')]
+    [conflict] = store.conflicts(type="duplicate_key")
+    assert [e["event_id"] for e in conflict["events"]] == [first.event_id, second.event_id]
+    assert json.loads(store.event_doc(second.event_id))["conflicts"] == [conflict["id"]]  # the stored event says so
+    assert json.loads(store.event_doc(first.event_id))["conflicts"] == []
+    with store.transaction():  # row 1 lets the e-mail go and row 3 takes it: row 2 holds it still
+        changes(3, ("delete", {"id": 1, "email": "a@x"}, None))
+        [third_row] = changes(4, ("insert", None, {"id": 3, "email": "a@x"}))
+    assert held() == [('{"id":2}', '["a@x"]'), ('{"id":3}', '["a@x"]')]
+    [again] = store.conflicts(conflict_id=f"duplicate_key:{third_row.event_id}")
+    assert again["events"][0]["event_id"] == second.event_id

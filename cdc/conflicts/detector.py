@@ -15,10 +15,11 @@ import sys
 from collections import OrderedDict
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
+from cdc.conflicts.natural_keys import HeldKey, NaturalKeyBatch, Owner, StoredHolder
 from cdc.conflicts.resolution import Decision, decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
 from cdc.model import RowChange
@@ -42,6 +43,8 @@ class Detector:
         self._history: OrderedDict[tuple[str, str, str], list[Change]] = OrderedDict()
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
+        self._batch = NaturalKeyBatch()
+        self._batch_transaction = -1  # the state store transaction ``_batch`` belongs to
 
     def rules(self, schema: str, table: str) -> TableRules:
         found = self._rules.get((schema, table))
@@ -65,16 +68,20 @@ class Detector:
         return found
 
     def check(self, row: RowChange, event_id: str, key: str, before: str, after: str, commit_ts: datetime,
-              writer: Any, txid: str | None, changed: list[str],
+              writer: Any, txid: str | None, changed: list[str], position: tuple[str, int],
               was_live: bool | None = None, rules_apply: bool = True) -> list[Conflict]:
-        """The conflicts a new event (not stored yet) raises, and its natural keys noted.
+        """The conflicts a new event (not stored yet) raises, its natural keys noted.
 
         The event is given by the parts the versioner writes into its document, so that the
         rules see what the document says without parsing it again: ``key``, ``before`` and
-        ``after`` as JSON text, ``commit_ts`` the transaction's, ``writer`` as the image holds it;
-        ``was_live`` whether the row existed before (None: never seen). Without
-        ``rules_apply`` (an echo of cdc's own write, a snapshot row) the change is only noted:
-        it is the history the next change is compared with.
+        ``after`` as JSON text, ``commit_ts`` the transaction's, ``writer`` as the image holds it,
+        ``position`` the event's; ``was_live`` whether the row existed before (None: never
+        seen). Without ``rules_apply`` (an echo of cdc's own write, a snapshot row) the change
+        is only noted: it is the history the next change is compared with.
+
+        A natural key another row holds is found when the state store transaction is about
+        to commit (``settle_natural_keys``): its ``duplicate_key`` conflict is recorded then,
+        and added to the stored event.
         """
         if row.op not in ("insert", "update", "delete", "snapshot"):
             return []
@@ -92,9 +99,7 @@ class Detector:
         self.last_change = change
         found = detect(change, previous, history, rules, self._window, live=bool(was_live)) if rules_apply else []
         if rules.natural_keys and _natural_keys_touched(change, row, rules):
-            duplicates = self._natural_key_duplicates(change, row, rules, key, new_row=was_live is None)
-            if rules_apply:
-                found += duplicates
+            self._note_natural_keys(change, row, rules, position, new_row=was_live is None, report=rules_apply)
         if previous is not None:
             previous.keep_texts_only()
         change.keep_texts_only()  # memory keeps few objects per change: they stay long, and scattered
@@ -110,7 +115,8 @@ class Detector:
         return sum(len(history) for history in self._history.values())
 
     def forget_table(self, schema: str, table: str) -> None:
-        """The table was truncated."""
+        """The table is being truncated (call before its rows are forgotten in the state store)."""
+        self.settle_natural_keys()
         for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
             del self._history[cached]
 
@@ -129,24 +135,74 @@ class Detector:
             self._history.popitem(last=False)
         return history
 
-    def _natural_key_duplicates(self, change: Change, row: RowChange, rules: TableRules, key: str,
-                                new_row: bool) -> list[Conflict]:
-        """Note the row's natural keys; a conflict for each that another live row of the entity holds."""
-        schema, table = row.schema, row.table
-        held = natural_key_values(_json_form(row.after, rules.natural_key_columns), rules)
-        encoded = [(_names_json(names), _values_json(values)) for names, values in held]
-        owners = self._store.hold_natural_keys(self._source, schema, table, key, change.event_id, encoded,
-                                               new_row=new_row)
-        found = []
-        for (names, values), (names_json, values_json), owner in zip(held, encoded, owners):
-            members = iter(self._entity_members(schema, table))
-            while owner is None and (member := next(members, None)) is not None:
-                owner = self._store.natural_key_owner(*member, names_json, values_json, key)
+    def row_gone(self, schema: str, table: str, key: str) -> None:
+        """The row left its key (an update changed its primary key): its natural keys go."""
+        self._natural_key_batch().drop((schema, table), key)
+
+    def _note_natural_keys(self, change: Change, row: RowChange, rules: TableRules, position: tuple[str, int],
+                           new_row: bool, report: bool) -> None:
+        """The row's natural keys are now those of ``row.after`` (none after a delete)."""
+        batch = self._natural_key_batch()
+        schema, table, key = row.schema, row.table, change.key
+        if not new_row:
+            batch.drop((schema, table), key)
+        for names, values in natural_key_values(row.after, rules, json_value):
+            batch.hold(HeldKey((schema, table, _names_json(names), _values_json(values), key, change.event_id), names,
+                               values, change, position, report))
+
+    def _natural_key_batch(self) -> NaturalKeyBatch:
+        """The natural keys noted in the open state store transaction, settled before it commits."""
+        if self._batch_transaction != self._store.transaction_serial:
+            self._batch, self._batch_transaction = NaturalKeyBatch(), self._store.transaction_serial
+            self._store.before_commit(self.settle_natural_keys)
+        return self._batch
+
+    def settle_natural_keys(self) -> None:
+        """Store the natural keys noted so far, and record a ``duplicate_key`` conflict for each
+        that another live row of the entity holds (inside the transaction that stored the events)."""
+        batch, self._batch = self._batch, NaturalKeyBatch()
+        if not batch or self._batch_transaction != self._store.transaction_serial:
+            return  # nothing noted, or only in a transaction rolled back
+        stored = {}
+        for ((schema, table), names), values in batch.lookups().items():
+            for vals, holders in self._store.natural_key_holders(self._source, schema, table, names, values).items():
+                stored[((schema, table), names, vals)] = [StoredHolder(*holder) for holder in holders]
+        settled = batch.settle(stored)
+        reported = [(held, owner) for held, owner in settled.owners if held.report]
+        added: dict[str, list[str]] = {}
+        for (held, _), owner in zip(reported, self._owners(reported)):
             if owner is not None:
-                owner_doc = json.loads(owner)
-                owner_change = change_from_doc(owner_doc, key_text(owner_doc["key"]))
-                found.append(duplicate_natural_key(change, owner_change, names, values))
-        return found
+                conflict = duplicate_natural_key(held.change, owner, held.names, held.values)
+                added.setdefault(held.change.event_id, []).append(self.record(conflict, *held.table, held.position))
+        self._store.write_natural_keys(self._source, [(*table, key) for table, key in settled.dropped_rows],
+                                       settled.kept)
+        for event_id, conflict_ids in added.items():
+            self._store.add_event_conflicts(event_id, conflict_ids)
+
+    def _owners(self, settled: list[tuple[HeldKey, Owner | None]]) -> list[Change | None]:
+        """The change of the row holding each key first: in the same table, else in the
+        entity's tables in other sources (None: no other row holds it)."""
+        owners = [self._owner_change(owner) for _, owner in settled]
+        for table, names in {(held.table, held.names_json) for held, _ in settled}:
+            for member in self._entity_members(*table):
+                waiting = [i for i, (held, _) in enumerate(settled)
+                           if owners[i] is None and held.table == table and held.names_json == names]
+                holders = self._store.natural_key_holders(*member, names, [settled[i][0].values_json for i in waiting])
+                for i in waiting:
+                    held = settled[i][0]
+                    other = next((h for h in holders.get(held.values_json, ()) if h[0] != held.key), None)
+                    if other is not None:
+                        owners[i] = self._owner_change(StoredHolder(*other))
+        return owners
+
+    def _owner_change(self, owner: Owner | None) -> Change | None:
+        if owner is None or type(owner) is HeldKey:
+            return None if owner is None else owner.change
+        doc = self._store.event_doc(owner.event_id)
+        if doc is None:
+            return None
+        owner_doc = json.loads(doc)
+        return change_from_doc(owner_doc, key_text(owner_doc["key"]))
 
     def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int],
                decision: Decision | None = None) -> str:
@@ -200,11 +256,6 @@ def _values_json(values: tuple[Any, ...]) -> str:
     if all(type(value) is str for value in values):  # the same text, without starting an encoder
         return "[" + ", ".join(map(encode_basestring_ascii, values)) + "]"
     return _dumps_default_str(values)
-
-
-def _json_form(image: dict[str, Any] | None, columns: Iterable[str]) -> dict[str, Any] | None:
-    """The ``columns`` of a row image as the event document holds them."""
-    return None if image is None else {c: json_value(image.get(c)) for c in columns}
 
 
 def change_from_doc(doc: dict[str, Any], key: str) -> Change:

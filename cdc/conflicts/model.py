@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from cdc.values import json_value
 
@@ -78,15 +78,17 @@ class Change:
 
     def before_value(self, column: str) -> Any:
         """One column of the before image, as the event document holds it (None: no such column)."""
-        if self._before is _UNKNOWN and self._before_values is not _UNKNOWN:
-            return _column(self._before_values, column, json_value)
-        return _column(self.before, column)
+        if self._before is _UNKNOWN and (values := self._before_values) is not _UNKNOWN:
+            return None if values is None else json_value(values.get(column))
+        image = self.before
+        return None if image is None else image.get(column)
 
     def after_value(self, column: str) -> Any:
         """One column of the after image, as the event document holds it (None: no such column)."""
-        if self._after is _UNKNOWN and self._after_values is not _UNKNOWN:
-            return _column(self._after_values, column, json_value)
-        return _column(self.after, column)
+        if self._after is _UNKNOWN and (values := self._after_values) is not _UNKNOWN:
+            return None if values is None else json_value(values.get(column))
+        image = self.after
+        return None if image is None else image.get(column)
 
     def after_is(self, values: dict[str, Any] | None) -> None:
         """The after image is also ``values`` in Python values (found equal by its text)."""
@@ -126,13 +128,6 @@ def _present(parsed: Any, values: Any, text: str | None) -> bool:
     if parsed is not _UNKNOWN:
         return parsed is not None
     return values is not None if values is not _UNKNOWN else text != "null"
-
-
-def _column(image: dict[str, Any] | None, column: str, convert: Callable[[Any], Any] | None = None) -> Any:
-    if image is None:
-        return None
-    value = image.get(column)
-    return value if convert is None else convert(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from cdc.conflicts.model import Change, Conflict, TableRules
 
@@ -26,16 +26,17 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
     ``live`` says whether the row existed before the change (None: as ``previous`` shows);
     a truncate or a primary-key change ends a row without a delete event.
     """
-    if previous is None and not recent and change.op == "insert":
+    op = change.op
+    if previous is None and not recent and op == "insert":
         return []  # a new row: nothing to compare it with
     if live is None:
         live = previous is not None and previous.op != "delete"
-    in_window = [e for e in recent if change.commit_ts - e.commit_ts <= window and e.event_id != change.event_id]
+    since = change.commit_ts - window
+    in_window = [e for e in recent if e.commit_ts >= since and e.event_id != change.event_id]
     found: list[Conflict] = []
-    gap = stream_gap(change, previous if live else None)
+    gap = stream_gap(change, previous if live else None) if op == "update" or op == "delete" else None
     if gap:
         found.append(gap)
-    op = change.op
     if op == "insert" and live and previous is not None:
         found.append(_conflict("duplicate_key", change, (previous, change), tuple(sorted(json.loads(change.key))),
                                "an insert of a key that belongs to a live row",
@@ -43,7 +44,8 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
                                f"(last written by {_who(previous)} at {_time(previous)})"))
     if op == "update":
         lost = None if previous is None else lost_update(
-            change, previous, rules, within_window=any(e.event_id == previous.event_id for e in in_window))
+            change, previous, rules, within_window=any(e is previous or e.event_id == previous.event_id
+                                                       for e in in_window))
         if lost:
             found.append(lost)
         found += concurrent_overwrites(change, in_window, rules, exclude=lost)
@@ -128,11 +130,11 @@ def concurrent_overwrites(change: Change, in_window: Sequence[Change], rules: Ta
     but changes none, so creating a row and another writer's first edit do not conflict)."""
     if change.op != "update":
         return []
-    mine = change.changed - rules.bookkeeping
     found = []
     for earlier in reversed(in_window):
         if earlier.op != "update" or _identity(earlier, rules) == _identity(change, rules):
             continue
+        mine = change.changed - rules.bookkeeping
         if exclude is not None and any(earlier.event_id == e.event_id for e in exclude.events):
             continue
         fields = tuple(sorted(mine & (earlier.changed - rules.bookkeeping)))
@@ -174,7 +176,7 @@ def state_regression(change: Change, rules: TableRules) -> Conflict | None:
         return None
     old, new = change.before_value(column), change.after_value(column)
     if old == new or old not in order or new not in order or order.index(new) > order.index(old):
-        return None
+        return None  # the usual case, an unchanged status, is found first
     return _conflict("state_regression", change, (change,), (column,),
                      f"{column} moved against status_order",
                      f"{change.table} {change.key}: {column} moved back from {old} to {new} "
@@ -182,14 +184,15 @@ def state_regression(change: Change, rules: TableRules) -> Conflict | None:
                      evidence={"from": old, "to": new, "order": list(order)})
 
 
-def natural_key_values(after: dict[str, Any] | None,
-                       rules: TableRules) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
-    """The natural keys wholly set in a row image (the row after a change)."""
+def natural_key_values(after: dict[str, Any] | None, rules: TableRules,
+                       read: Callable[[Any], Any] | None = None) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+    """The natural keys wholly set in a row image (the row after a change); ``read`` turns the
+    image's values into the form the event document holds them in, if they are not in it."""
     if after is None:
         return []
     keys = []
     for names in rules.natural_keys:
-        values = tuple(map(after.get, names))
+        values = tuple([after.get(name) if read is None else read(after.get(name)) for name in names])
         if None not in values and "" not in values:
             keys.append((names, values))
     return keys

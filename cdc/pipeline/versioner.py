@@ -14,7 +14,7 @@ from cdc.config import EntitySettings, Settings
 from cdc.conflicts.detector import Detector, change_from_doc
 from cdc.conflicts.model import Change, Conflict
 from cdc.conflicts.resolution import merged_row
-from cdc.model import RowChange, TxnBegin, changed_columns, make_event_id
+from cdc.model import RowChange, TxnBegin, add_conflict_ids, changed_columns, make_event_id
 from cdc.pipeline.sync import EntitySync
 from cdc.state.store import NewEvent, StateStore
 from cdc.values import compact_json as _dump, dumps_row, encode_value
@@ -43,10 +43,11 @@ class Versioner:
         key_json = dumps_row(change.key)
         event_id = make_event_id(self._source, txn.position, seq)
         was_live = None
+        position = (txn.txn_key, seq)
         if change.op == "truncate":
-            self._store.forget_rows(self._source, change.schema, change.table)
             if self._detector is not None:
                 self._detector.forget_table(change.schema, change.table)
+            self._store.forget_rows(self._source, change.schema, change.table)
             version = 0
         elif (self._detector is not None and change.op == "insert"
               and self._store.first_version(self._source, change.schema, change.table, key_json, event_id)):
@@ -59,7 +60,7 @@ class Versioner:
                                                live=change.op != "delete")
             old_key = _old_key(change)
             if old_key is not None:
-                self._store.set_gone(self._source, change.schema, change.table, dumps_row(old_key))
+                self._row_gone(change, dumps_row(old_key))
         changed = _changed(change)
         writer = self._writer(change)
         commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
@@ -74,11 +75,10 @@ class Versioner:
         )
         entity = self._sync.entity_of(self._source, change.schema, change.table)
         ids: list[str] = []
-        position = (txn.txn_key, seq)
         noted = echo or change.op == "snapshot"  # history for the next change, never a new change itself
         if self._detector is not None and change.op != "truncate":
             conflicts = self._detector.check(change, event_id, key_json, before, after, txn.commit_ts, writer,
-                                             txn.xid, changed, was_live, rules_apply=not noted)
+                                             txn.xid, changed, position, was_live, rules_apply=not noted)
             ids = [self._detector.record(conflict, change.schema, change.table, position) for conflict in conflicts]
             if conflicts:
                 self._write_repairs(conflicts, change, self._detector.last_change, key_json, version)
@@ -87,12 +87,20 @@ class Versioner:
         elif entity is not None and not noted and change.op in ("insert", "update", "delete"):
             ids = self._observe_entity(entity, change_from_doc(json.loads(doc), key_json), change, position)
         if ids:
-            doc = doc[: -len('"conflicts":[]}')] + f'"conflicts":{_dump(ids)}}}'
+            doc = add_conflict_ids(doc, ids)
         native = None
         if change.native_after is not None or change.native_before is not None:
             native = _dump({"key": _native_key(change), "after": change.native_after})
         return NewEvent(self._source, txn.txn_key, seq, event_id, change.schema, change.table, change.op,
                         key_json, commit_ts, doc, native)
+
+    def _row_gone(self, change: RowChange, old_key: str) -> None:
+        """An update moved the row to another primary key: the old key's row is gone."""
+        self._store.set_gone(self._source, change.schema, change.table, old_key)
+        if self._detector is not None:
+            self._detector.row_gone(change.schema, change.table, old_key)
+        else:  # keys noted while detection was on must not outlive the row
+            self._store.drop_natural_keys(self._source, change.schema, change.table, old_key)
 
     def _observe_entity(self, entity: EntitySettings, seen: Change | None, change: RowChange,
                         position: tuple[str, int]) -> list[str]:

@@ -11,38 +11,49 @@ import sqlite3
 import time
 from typing import Any
 
+from cdc.model import add_conflict_ids
+
 Position = tuple[str, int]
-# the event document of a row other than ?6 holding natural key ?4 = ?5 in table ?1 ?2.?3
-_NATURAL_KEY_OWNER = ("SELECT e.doc FROM natural_keys n JOIN events e ON e.event_id = n.event_id WHERE n.source = ?1"
-                      " AND n.schema_name = ?2 AND n.table_name = ?3 AND n.names = ?4 AND n.vals = ?5 AND n.key != ?6"
-                      " LIMIT 1")
+_LOOKUP_CHUNK = 500  # natural key values per holders query (well within SQLite's limit on parameters)
 
 
 class ConflictRecords:
     _db: sqlite3.Connection
 
-    def hold_natural_keys(self, source: str, schema: str, table: str, key: str, event_id: str,
-                          keys: list[tuple[str, str]], new_row: bool = False) -> list[str | None]:
-        """The row's natural keys are now ``keys`` (names JSON, values JSON; none after a delete),
-        and for each, the latest event document of another live row of the table holding it, if
-        any. A ``new_row`` (never seen before) has none yet to replace."""
-        if not new_row:
-            self.drop_natural_keys(source, schema, table, key)
-        return [self._db.execute(f"INSERT OR REPLACE INTO natural_keys VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                                 f" RETURNING ({_NATURAL_KEY_OWNER})",
-                                 (source, schema, table, names, values, key, event_id)).fetchone()[0]
-                for names, values in keys]
+    def natural_key_holders(self, source: str, schema: str, table: str, names: str,
+                            values: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """For each of ``values`` (values JSON of the natural key ``names``) that rows of the
+        table hold: their (key, event id), by key."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        for start in range(0, len(values), _LOOKUP_CHUNK):
+            chunk = values[start:start + _LOOKUP_CHUNK]
+            rows = self._db.execute(
+                "SELECT vals, key, event_id FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
+                f" AND names = ? AND vals IN ({', '.join('?' * len(chunk))}) ORDER BY vals, key",
+                (source, schema, table, names, *chunk))
+            for vals, key, event_id in rows:
+                found.setdefault(vals, []).append((key, event_id))
+        return found
 
-    def natural_key_owner(self, source: str, schema: str, table: str, names: str, values: str,
-                          key: str) -> str | None:
-        """The latest event document of another live row holding the natural key, if any."""
-        row = self._db.execute(_NATURAL_KEY_OWNER, (source, schema, table, names, values, key)).fetchone()
-        return row[0] if row else None
+    def write_natural_keys(self, source: str, dropped_rows: list[tuple[str, str, str]],
+                           held: list[tuple[str, str, str, str, str, str]]) -> None:
+        """The rows ``dropped_rows`` (schema, table, key) hold none of their natural keys any more,
+        then rows hold ``held`` (schema, table, names JSON, values JSON, key, event id)."""
+        self._db.executemany("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
+                             " AND key = ?", [(source, *row) for row in dropped_rows])
+        self._db.executemany("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(source, *row) for row in held])
 
     def drop_natural_keys(self, source: str, schema: str, table: str, key: str) -> None:
         """The row holds no natural key any more."""
-        self._db.execute("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                         " AND key = ?", (source, schema, table, key))
+        self.write_natural_keys(source, [(schema, table, key)], [])
+
+    def add_event_conflicts(self, event_id: str, conflict_ids: list[str]) -> None:
+        """The stored event also raised ``conflict_ids`` (found when its transaction was settled)."""
+        row = self._db.execute("SELECT doc FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        if row is not None:
+            self._db.execute("UPDATE events SET doc = ? WHERE event_id = ?",
+                             (add_conflict_ids(row[0], conflict_ids), event_id))
 
     def add_conflict(self, conflict_id: str, source: str, conflict, status: str, resolution: dict | None) -> None:
         events = [{"event_id": e.event_id, "commit_ts": e.commit_ts.isoformat(timespec="microseconds"),

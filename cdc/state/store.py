@@ -13,6 +13,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from cdc.model import StoredEvent
 from cdc.state.conflict_records import ConflictRecords
@@ -77,6 +78,8 @@ class StateStore(ConflictRecords, EventQueries):
                 self._migrate()
                 self._check_schema_version()
             self._db.execute("PRAGMA busy_timeout=10000")
+            self.transaction_serial = 0  # counts write transactions: which one is (or was last) open
+            self._before_commit: list[Callable[[], None]] = []
         except sqlite3.Error as exc:
             raise StateStoreError(f"{self.path}: cannot open the state store: {exc}") from None
         except PermissionError as exc:
@@ -123,7 +126,11 @@ class StateStore(ConflictRecords, EventQueries):
     # -- writing events ------------------------------------------------------------
 
     def transaction(self) -> "_Transaction":
-        return _Transaction(self._db)
+        return _Transaction(self)
+
+    def before_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` inside the open ``transaction()`` just before it commits (not if it rolls back)."""
+        self._before_commit.append(callback)
 
     def next_version(self, source: str, schema: str, table: str, key: str, event_id: str, live: bool) -> int:
         """Count one more change of the row and return its version (inside ``transaction()``)."""
@@ -162,7 +169,6 @@ class StateStore(ConflictRecords, EventQueries):
         """The row left its key (an update changed its primary key): it no longer exists there."""
         self._db.execute("UPDATE row_versions SET live = 0 WHERE source = ? AND schema_name = ? AND table_name = ?"
                          " AND key = ?", (source, schema, table, key))
-        self.drop_natural_keys(source, schema, table, key)
 
     def forget_rows(self, source: str, schema: str, table: str) -> None:
         """The table was truncated: its rows start anew (versions, liveness, natural keys)."""
@@ -269,13 +275,24 @@ class StateStore(ConflictRecords, EventQueries):
 class _Transaction:
     """``with store.transaction():`` — one SQLite write transaction."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._store._db.execute("BEGIN IMMEDIATE")
+        self._store.transaction_serial += 1
+        self._store._before_commit = []
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        store = self._store
+        callbacks, store._before_commit = store._before_commit, []
+        try:
+            if exc_type is None:
+                for callback in callbacks:
+                    callback()
+        except BaseException:
+            store._db.execute("ROLLBACK")
+            raise
+        store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
