@@ -18,7 +18,9 @@ def _held(row_id: int, email: str, n: int, report: bool = True) -> HeldKey:
 
 
 def _owners(settled) -> list[tuple[str, str | None]]:
-    return [(held.key, None if owner is None else owner.key) for held, owner in settled.owners]
+    """Each held key's row and the row owning the key before it (None: none), in the order held."""
+    found = [(held, owner.key) for held, owner in settled.owned] + [(held, None) for held in settled.unowned]
+    return [(held.key, owner) for held, owner in sorted(found, key=lambda pair: pair[0].position)]
 
 
 def test_keys_no_other_row_holds_are_all_kept():
@@ -37,7 +39,7 @@ def test_a_key_a_stored_row_holds_names_that_row():
     batch.hold(_held(2, "a@x", 2))
     settled = batch.settle({(TABLE, EMAIL, '["a@x"]'): [StoredHolder('{"id":1}', "crm:0/1:0")]})
     assert _owners(settled) == [('{"id":2}', '{"id":1}')]
-    assert settled.owners[0][1].event_id == "crm:0/1:0"
+    assert settled.owned[0][1].event_id == "crm:0/1:0"
     assert [row[4] for row in settled.kept] == ['{"id":2}']  # the stored holder stays as stored
 
 
@@ -47,7 +49,7 @@ def test_the_second_of_two_rows_given_one_key_in_a_transaction_meets_the_first()
     batch.hold(_held(2, "a@x", 2))
     settled = batch.settle({})
     assert _owners(settled) == [('{"id":1}', None), ('{"id":2}', '{"id":1}')]
-    assert settled.owners[1][1].change.event_id == "crm:0/1:0"  # the change of the row holding it first
+    assert settled.owned[0][1].change.event_id == "crm:0/1:0"  # the change of the row holding it first
     assert [row[4] for row in settled.kept] == ['{"id":1}', '{"id":2}']
 
 

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import sys
-from collections import OrderedDict
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, Callable
@@ -28,7 +27,7 @@ from cdc.values import json_value, key_text
 
 log = logging.getLogger("cdc.conflicts")
 HISTORY_LIMIT = 50  # changes of one row the rules look at
-HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory
+HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory, at most
 
 
 class Detector:
@@ -40,7 +39,10 @@ class Detector:
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
         self._rules: dict[tuple[str, str], TableRules] = {}
-        self._history: OrderedDict[tuple[str, str, str], list[Change]] = OrderedDict()
+        # rows' recent histories in two generations: the rows used lately, and those used before
+        # them, dropped whole when the newer one is full (a cheap least-recently-used cache)
+        self._history: dict[tuple[str, str, str], list[Change]] = {}
+        self._older_history: dict[tuple[str, str, str], list[Change]] = {}
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
         self._batch = NaturalKeyBatch()
@@ -112,13 +114,14 @@ class Detector:
     @property
     def changes_in_memory(self) -> int:
         """How many changes the rows' histories hold (bounded by the window and the cache)."""
-        return sum(len(history) for history in self._history.values())
+        return sum(len(history) for cache in (self._history, self._older_history) for history in cache.values())
 
     def forget_table(self, schema: str, table: str) -> None:
         """The table is being truncated (call before its rows are forgotten in the state store)."""
         self.settle_natural_keys()
-        for cached in [k for k in self._history if k[0] == schema and k[1] == table]:
-            del self._history[cached]
+        for cache in (self._history, self._older_history):
+            for cached in [k for k in cache if k[0] == schema and k[1] == table]:
+                del cache[cached]
 
     def _row_history(self, schema: str, table: str, key: str, seen: bool) -> list[Change]:
         """The row's latest changes, oldest first: from memory, else from the event log (a row
@@ -126,13 +129,14 @@ class Detector:
         cache_key = (schema, table, key)
         history = self._history.get(cache_key)
         if history is not None:
-            self._history.move_to_end(cache_key)
             return history
-        history = [] if not seen else [change_from_doc(json.loads(d), key) for d in
-                                       self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+        history = self._older_history.pop(cache_key, None)
+        if history is None:
+            history = [] if not seen else [change_from_doc(json.loads(d), key) for d in
+                                           self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+        if len(self._history) >= HISTORY_CACHE_ROWS // 2:
+            self._older_history, self._history = self._history, {}
         self._history[cache_key] = history
-        if len(self._history) > HISTORY_CACHE_ROWS:
-            self._history.popitem(last=False)
         return history
 
     def row_gone(self, schema: str, table: str, key: str) -> None:
@@ -168,9 +172,11 @@ class Detector:
             for vals, holders in self._store.natural_key_holders(self._source, schema, table, names, values).items():
                 stored[((schema, table), names, vals)] = [StoredHolder(*holder) for holder in holders]
         settled = batch.settle(stored)
-        reported = [(held, owner) for held, owner in settled.owners if held.report]
+        owned = [(held, self._owner_change(owner)) for held, owner in settled.owned if held.report]
+        if self._settings.entities:
+            owned += self._owners_in_other_sources([held for held in settled.unowned if held.report])
         added: dict[str, list[str]] = {}
-        for (held, _), owner in zip(reported, self._owners(reported)):
+        for held, owner in sorted(owned, key=lambda found: found[0].position):
             if owner is not None:
                 conflict = duplicate_natural_key(held.change, owner, held.names, held.values)
                 added.setdefault(held.change.event_id, []).append(self.record(conflict, *held.table, held.position))
@@ -179,25 +185,29 @@ class Detector:
         for event_id, conflict_ids in added.items():
             self._store.add_event_conflicts(event_id, conflict_ids)
 
-    def _owners(self, settled: list[tuple[HeldKey, Owner | None]]) -> list[Change | None]:
-        """The change of the row holding each key first: in the same table, else in the
-        entity's tables in other sources (None: no other row holds it)."""
-        owners = [self._owner_change(owner) for _, owner in settled]
-        for table, names in {(held.table, held.names_json) for held, _ in settled}:
+    def _owners_in_other_sources(self, unowned: list[HeldKey]) -> list[tuple[HeldKey, Change | None]]:
+        """For keys no other row of their table holds, the change of a row holding them in the
+        entity's tables in other sources, if any."""
+        found = []
+        for table, names in {(held.table, held.names_json) for held in unowned}:
+            waiting = [held for held in unowned if held.table == table and held.names_json == names]
             for member in self._entity_members(*table):
-                waiting = [i for i, (held, _) in enumerate(settled)
-                           if owners[i] is None and held.table == table and held.names_json == names]
-                holders = self._store.natural_key_holders(*member, names, [settled[i][0].values_json for i in waiting])
-                for i in waiting:
-                    held = settled[i][0]
+                holders = self._store.natural_key_holders(*member, names, [held.values_json for held in waiting])
+                still = []
+                for held in waiting:
                     other = next((h for h in holders.get(held.values_json, ()) if h[0] != held.key), None)
-                    if other is not None:
-                        owners[i] = self._owner_change(StoredHolder(*other))
-        return owners
+                    owner = None if other is None else self._owner_change(StoredHolder(*other))
+                    if owner is None:
+                        still.append(held)
+                    else:
+                        found.append((held, owner))
+                waiting = still
+        return found
 
-    def _owner_change(self, owner: Owner | None) -> Change | None:
-        if owner is None or type(owner) is HeldKey:
-            return None if owner is None else owner.change
+    def _owner_change(self, owner: Owner) -> Change | None:
+        """The change that gave the owner its key (None: its event is gone from the log)."""
+        if type(owner) is HeldKey:
+            return owner.change
         doc = self._store.event_doc(owner.event_id)
         if doc is None:
             return None
@@ -253,7 +263,9 @@ def _names_json(names: tuple[str, ...]) -> str:
 
 def _values_json(values: tuple[Any, ...]) -> str:
     """``json.dumps(values, default=str)``, the form the state store keeps natural key values in."""
-    if all(type(value) is str for value in values):  # the same text, without starting an encoder
+    if len(values) == 1 and type(values[0]) is str:  # the same text, without starting an encoder
+        return f"[{encode_basestring_ascii(values[0])}]"
+    if all(type(value) is str for value in values):
         return "[" + ", ".join(map(encode_basestring_ascii, values)) + "]"
     return _dumps_default_str(values)
 

@@ -60,10 +60,11 @@ Owner = Union[StoredHolder, HeldKey]
 
 @dataclass(slots=True)
 class Settled:
-    """What a batch comes to: each held key with the other row that holds it first (None: no
-    other), the rows whose stored keys go, and the keys to store."""
+    """What a batch comes to: each held key that another row held first, with that row's
+    holding; the held keys no other row held; the rows whose stored keys go; the keys to store."""
 
-    owners: list[tuple[HeldKey, Owner | None]] = field(default_factory=list)
+    owned: list[tuple[HeldKey, Owner]] = field(default_factory=list)
+    unowned: list[HeldKey] = field(default_factory=list)
     dropped_rows: list[Row] = field(default_factory=list)
     kept: list[StoredRow] = field(default_factory=list)
 
@@ -100,8 +101,8 @@ class NaturalKeyBatch:
     def settle(self, stored: dict[tuple[Table, str, str], list[StoredHolder]]) -> Settled:
         """Replay the batch over ``stored``: (table, names JSON, values JSON) -> the rows holding
         that key before the batch, in the order the first is to be taken as owner."""
-        if not stored and not self._drops and self._all_distinct():
-            return Settled([(op, None) for op in self._ops], [], [op.stored for op in self._ops])  # type: ignore[union-attr]
+        if not stored and not self._drops and self._all_distinct():  # the usual case: nothing to replay
+            return Settled([], self._ops, [], [op.stored for op in self._ops])  # type: ignore[arg-type, union-attr]
         # a row's generation grows with each drop: a holding noted at an older one is over
         generation: dict[Row, int] = {}
         holders: dict[tuple[Table, str, str], list[tuple[str, Owner, int]]] = {
@@ -119,7 +120,10 @@ class NaturalKeyBatch:
             owner = next((holder for other, holder, noted in same
                           if other != key and generation.get((entry[0], other), 0) == noted), None)
             same.append((key, op, generation.get((entry[0], key), 0)))
-            settled.owners.append((op, owner))
+            if owner is None:
+                settled.unowned.append(op)
+            else:
+                settled.owned.append((op, owner))
         settled.dropped_rows = list(dropped)
         settled.kept = [holder.stored for same in holders.values() for key, holder, noted in same
                         if type(holder) is HeldKey and generation.get((holder.table, key), 0) == noted]
@@ -127,5 +131,4 @@ class NaturalKeyBatch:
 
     def _all_distinct(self) -> bool:
         """Whether no two keys held in the batch are the same (the usual case)."""
-        entries = {op.stored[:4] for op in self._ops}  # type: ignore[union-attr]
-        return len(entries) == len(self._ops)
+        return len({op.stored[:4] for op in self._ops}) == len(self._ops)  # type: ignore[union-attr]

@@ -43,9 +43,9 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
                                f"{_who(change)} inserted {change.table} {change.key}, which already existed "
                                f"(last written by {_who(previous)} at {_time(previous)})"))
     if op == "update":
-        lost = None if previous is None else lost_update(
-            change, previous, rules, within_window=any(e is previous or e.event_id == previous.event_id
-                                                       for e in in_window))
+        lost = None if previous is None else lost_update(  # (only a previous update can be reverted)
+            change, previous, rules, within_window=previous.op == "update" and any(
+                e is previous or e.event_id == previous.event_id for e in in_window))
         if lost:
             found.append(lost)
         found += concurrent_overwrites(change, in_window, rules, exclude=lost)
@@ -192,7 +192,7 @@ def natural_key_values(after: dict[str, Any] | None, rules: TableRules,
         return []
     keys = []
     for names in rules.natural_keys:
-        values = tuple([after.get(name) if read is None else read(after.get(name)) for name in names])
+        values = tuple(map(after.get, names)) if read is None else tuple([read(after.get(name)) for name in names])
         if None not in values and "" not in values:
             keys.append((names, values))
     return keys
