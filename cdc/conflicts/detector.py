@@ -44,6 +44,7 @@ class Detector:
         self._history: dict[tuple[str, str, str], list[Change]] = {}
         self._older_history: dict[tuple[str, str, str], list[Change]] = {}
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        self._qualified: dict[tuple[str, str], str] = {}  # "schema.table", one string for all of a table's changes
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
         self._batch = NaturalKeyBatch()
         self._batch_transaction = -1  # the state store transaction ``_batch`` belongs to
@@ -89,13 +90,15 @@ class Detector:
             return []
         schema, table = row.schema, row.table
         rules = self.rules(schema, table)
+        qualified = self._qualified.get((schema, table)) or self._qualified.setdefault((schema, table),
+                                                                                       f"{schema}.{table}")
         history = self._row_history(schema, table, key, seen=was_live is not None)
         previous = history[-1] if history else None
         if previous is not None and before == previous.after_text:
             before = previous.after_text  # one string for both
             previous.after_is(row.before)  # the same image: read it where it is fresh
         writer = json_value(writer)
-        change = Change.of_texts(event_id, self._source, f"{schema}.{table}", key, row.op, before, after, commit_ts,
+        change = Change.of_texts(event_id, self._source, qualified, key, row.op, before, after, commit_ts,
                                  sys.intern(writer) if type(writer) is str else writer, json_value(txid),
                                  _column_set(tuple(changed)), row.before, row.after)
         self.last_change = change

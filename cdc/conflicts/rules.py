@@ -224,6 +224,8 @@ def _identity(change: Change, rules: TableRules, strict: bool = False) -> tuple:
 
 
 def _advanced(old: Any, new: Any) -> bool:
+    if type(old) is int and type(new) is int:  # the usual version column
+        return new > old
     try:
         return float(new) > float(old)
     except (TypeError, ValueError):
