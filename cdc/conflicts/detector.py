@@ -105,10 +105,15 @@ class Detector:
         found = detect(change, previous, history, rules, self._window, live=bool(was_live)) if rules_apply else []
         if rules.natural_keys and _natural_keys_touched(change, row, rules):
             self._note_natural_keys(change, row, rules, position, new_row=was_live is None, report=rules_apply)
-        if previous is not None:
-            previous.keep_texts_only()
         change.keep_texts_only()  # memory keeps few objects per change: they stay long, and scattered
-        history.append(change)
+        if previous is None:
+            history.append(change)
+        else:
+            previous.keep_texts_only()
+            if previous.op == "update":
+                history.append(change)
+            else:  # rules look at earlier updates only, and at any change while it is the last
+                history[-1] = change
         while len(history) > HISTORY_LIMIT or (len(history) > 1 and
                                                change.commit_ts - history[0].commit_ts > self._window):
             del history[0]  # only the window matters, and the last change (kept however old)
