@@ -39,10 +39,12 @@ class Detector:
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
         self._rules: dict[tuple[str, str], TableRules] = {}
-        # rows' recent histories in two generations: the rows used lately, and those used before
-        # them, dropped whole when the newer one is full (a cheap least-recently-used cache)
-        self._history: dict[tuple[str, str, str], list[Change]] = {}
-        self._older_history: dict[tuple[str, str, str], list[Change]] = {}
+        # each row's last change ("schema.table" -> key -> change), with the row's earlier updates
+        # that rules still read (``Change.earlier``), in two generations: the rows changed lately,
+        # and those changed before them, dropped whole when the newer is full (a cheap LRU cache)
+        self._history: dict[str, dict[str, Change]] = {}
+        self._older_history: dict[str, dict[str, Change]] = {}
+        self._rows_in_history = 0  # in the newer generation
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self._qualified: dict[tuple[str, str], str] = {}  # "schema.table", one string for all of a table's changes
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
@@ -92,8 +94,7 @@ class Detector:
         rules = self.rules(schema, table)
         qualified = self._qualified.get((schema, table)) or self._qualified.setdefault((schema, table),
                                                                                        f"{schema}.{table}")
-        history = self._row_history(schema, table, key, seen=was_live is not None)
-        previous = history[-1] if history else None
+        previous = self._last_change(qualified, schema, table, key, seen=was_live is not None)
         if previous is not None and before == previous.after_text:
             before = previous.after_text  # one string for both
             previous.after_is(row.before)  # the same image: read it where it is fresh
@@ -102,50 +103,69 @@ class Detector:
                                  sys.intern(writer) if type(writer) is str else writer, json_value(txid),
                                  _column_set(tuple(changed)), row.before, row.after)
         self.last_change = change
-        found = detect(change, previous, history, rules, self._window, live=bool(was_live)) if rules_apply else []
+        found = []
+        if rules_apply:
+            recent = () if previous is None else (*previous.earlier, previous)
+            found = detect(change, previous, recent, rules, self._window, live=bool(was_live))
         if rules.natural_keys and _natural_keys_touched(change, row, rules):
             self._note_natural_keys(change, row, rules, position, new_row=was_live is None, report=rules_apply)
-        change.keep_texts_only()  # memory keeps few objects per change: they stay long, and scattered
-        if previous is None:
-            history.append(change)
-        else:
+        if previous is not None:
             previous.keep_texts_only()
-            if previous.op == "update":
-                history.append(change)
-            else:  # rules look at earlier updates only, and at any change while it is the last
-                history[-1] = change
-        while len(history) > HISTORY_LIMIT or (len(history) > 1 and
-                                               change.commit_ts - history[0].commit_ts > self._window):
-            del history[0]  # only the window matters, and the last change (kept however old)
+            change.earlier = self._still_read(change, previous)
+        change.keep_texts_only()  # memory keeps few objects per change: they stay long, and scattered
+        self._remember(qualified, key, change)
         return found
+
+    def _still_read(self, change: Change, previous: Change) -> tuple[Change, ...]:
+        """The row's updates before ``change`` that rules may read with a later change: those
+        within the window (at most ``HISTORY_LIMIT``, with the last change); rules read no other
+        change than an update once a later one came."""
+        earlier = (*previous.earlier, previous) if previous.op == "update" else previous.earlier
+        since = change.commit_ts - self._window
+        if earlier and (earlier[0].commit_ts < since or len(earlier) >= HISTORY_LIMIT):
+            earlier = tuple([e for e in earlier if e.commit_ts >= since][-(HISTORY_LIMIT - 1):])
+        return earlier
 
     @property
     def changes_in_memory(self) -> int:
         """How many changes the rows' histories hold (bounded by the window and the cache)."""
-        return sum(len(history) for cache in (self._history, self._older_history) for history in cache.values())
+        return sum(1 + len(last.earlier) for cache in (self._history, self._older_history)
+                   for rows in cache.values() for last in rows.values())
 
     def forget_table(self, schema: str, table: str) -> None:
         """The table is being truncated (call before its rows are forgotten in the state store)."""
         self.settle_natural_keys()
         for cache in (self._history, self._older_history):
-            for cached in [k for k in cache if k[0] == schema and k[1] == table]:
-                del cache[cached]
+            cache.pop(f"{schema}.{table}", None)
+        self._rows_in_history = sum(map(len, self._history.values()))
 
-    def _row_history(self, schema: str, table: str, key: str, seen: bool) -> list[Change]:
-        """The row's latest changes, oldest first: from memory, else from the event log (a row
-        never ``seen`` has none)."""
-        cache_key = (schema, table, key)
-        history = self._history.get(cache_key)
-        if history is not None:
-            return history
-        history = self._older_history.pop(cache_key, None)
-        if history is None:
-            history = [] if not seen else [change_from_doc(json.loads(d), key) for d in
-                                           self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
-        if len(self._history) >= HISTORY_CACHE_ROWS // 2:
-            self._older_history, self._history = self._history, {}
-        self._history[cache_key] = history
-        return history
+    def _last_change(self, qualified: str, schema: str, table: str, key: str, seen: bool) -> Change | None:
+        """The row's last change, with its earlier updates: from memory, else from the event log
+        (a row never ``seen`` has none)."""
+        rows = self._history.get(qualified)
+        last = None if rows is None else rows.get(key)
+        if last is None:
+            older = self._older_history.get(qualified)
+            last = None if older is None else older.pop(key, None)  # ``_remember`` brings it forward
+        if last is None and seen:
+            changes = [change_from_doc(json.loads(doc), key)
+                       for doc in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+            if changes:
+                last = changes[-1]
+                last.earlier = tuple(c for c in changes[:-1] if c.op == "update")
+        return last
+
+    def _remember(self, qualified: str, key: str, change: Change) -> None:
+        """``change`` is the row's last change now."""
+        rows = self._history.get(qualified)
+        if rows is None or key not in rows:
+            if self._rows_in_history >= HISTORY_CACHE_ROWS // 2:
+                self._older_history, self._history, self._rows_in_history = self._history, {}, 0
+                rows = None
+            if rows is None:
+                rows = self._history[qualified] = {}
+            self._rows_in_history += 1
+        rows[key] = change
 
     def row_gone(self, schema: str, table: str, key: str) -> None:
         """The row left its key (an update changed its primary key): its natural keys go."""

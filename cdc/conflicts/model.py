@@ -24,7 +24,7 @@ class Change:
     """
 
     __slots__ = ("event_id", "source", "table", "key", "op", "commit_ts", "writer", "txid", "changed",
-                 "before_text", "after_text", "_before", "_after", "_before_values", "_after_values")
+                 "before_text", "after_text", "_before", "_after", "_before_values", "_after_values", "earlier")
 
     def __init__(self, event_id: str, source: str, table: str, key: str, op: str, before: dict[str, Any] | None,
                  after: dict[str, Any] | None, commit_ts: datetime, writer: str | None, txid: str | None,
@@ -44,6 +44,7 @@ class Change:
         self._after = after
         self._before_values: dict[str, Any] | None = _UNKNOWN  # the images in the source's Python values
         self._after_values: dict[str, Any] | None = _UNKNOWN
+        self.earlier: tuple[Change, ...] = ()  # the row's updates before this change that rules still read
 
     @classmethod
     def of_texts(cls, event_id: str, source: str, table: str, key: str, op: str, before_text: str, after_text: str,
