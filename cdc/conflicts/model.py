@@ -71,11 +71,15 @@ class Change:
     @property
     def has_before(self) -> bool:
         """Whether there is a before image (without parsing it)."""
-        return _present(self._before, self._before_values, self.before_text)
+        if self._before is not _UNKNOWN:
+            return self._before is not None
+        return self._before_values is not None if self._before_values is not _UNKNOWN else self.before_text != "null"
 
     @property
     def has_after(self) -> bool:
-        return _present(self._after, self._after_values, self.after_text)
+        if self._after is not _UNKNOWN:
+            return self._after is not None
+        return self._after_values is not None if self._after_values is not _UNKNOWN else self.after_text != "null"
 
     def before_value(self, column: str) -> Any:
         """One column of the before image, as the event document holds it (None: no such column)."""
@@ -123,12 +127,6 @@ class Change:
 
 def _parse(text: str | None) -> dict[str, Any] | None:
     return None if text is None or text == "null" else _decode(text)[0]
-
-
-def _present(parsed: Any, values: Any, text: str | None) -> bool:
-    if parsed is not _UNKNOWN:
-        return parsed is not None
-    return values is not None if values is not _UNKNOWN else text != "null"
 
 
 @dataclass(frozen=True, slots=True)

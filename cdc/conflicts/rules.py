@@ -192,7 +192,12 @@ def natural_key_values(after: dict[str, Any] | None, rules: TableRules,
         return []
     keys = []
     for names in rules.natural_keys:
-        values = tuple(map(after.get, names)) if read is None else tuple([read(after.get(name)) for name in names])
+        if read is None:
+            values = tuple(map(after.get, names))
+        elif len(names) == 1:  # the usual natural key, without starting a comprehension
+            values = (read(after.get(names[0])),)
+        else:
+            values = tuple([read(after.get(name)) for name in names])
         if None not in values and "" not in values:
             keys.append((names, values))
     return keys
