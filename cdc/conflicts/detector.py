@@ -46,7 +46,7 @@ class Detector:
         self._older_history: dict[str, dict[str, Change]] = {}
         self._rows_in_history = 0  # in the newer generation
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-        self._qualified: dict[tuple[str, str], str] = {}  # "schema.table", one string for all of a table's changes
+        self._tables: dict[tuple[str, str], tuple[TableRules, str]] = {}  # rules, and "schema.table" (one string)
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
         self._batch = NaturalKeyBatch()
         self._batch_transaction = -1  # the state store transaction ``_batch`` belongs to
@@ -59,6 +59,10 @@ class Detector:
                 version_column=t.version_column, writer_column=t.writer_column,
                 ignore_columns=frozenset(t.ignore_columns), natural_keys=tuple(tuple(k) for k in t.natural_keys),
                 status_column=t.status_column, status_order=tuple(t.status_order))
+        return found
+
+    def _table(self, schema: str, table: str) -> tuple[TableRules, str]:
+        found = self._tables[(schema, table)] = (self.rules(schema, table), f"{schema}.{table}")
         return found
 
     def _entity_members(self, schema: str, table: str) -> list[tuple[str, str, str]]:
@@ -91,9 +95,7 @@ class Detector:
         if row.op not in ("insert", "update", "delete", "snapshot"):
             return []
         schema, table = row.schema, row.table
-        rules = self.rules(schema, table)
-        qualified = self._qualified.get((schema, table)) or self._qualified.setdefault((schema, table),
-                                                                                       f"{schema}.{table}")
+        rules, qualified = self._tables.get((schema, table)) or self._table(schema, table)
         previous = self._last_change(qualified, schema, table, key, seen=was_live is not None)
         if previous is not None and before == previous.after_text:
             before = previous.after_text  # one string for both

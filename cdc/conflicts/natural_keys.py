@@ -131,4 +131,5 @@ class NaturalKeyBatch:
 
     def _all_distinct(self) -> bool:
         """Whether no two keys held in the batch are the same (the usual case)."""
-        return len({op.stored[:4] for op in self._ops}) == len(self._ops)  # type: ignore[union-attr]
+        # by values alone: the same values of another table or key taken for a repeat costs a replay, nothing else
+        return len({op.stored[3] for op in self._ops}) == len(self._ops)  # type: ignore[union-attr]
