@@ -20,6 +20,7 @@ from typing import Any
 
 from cdc.values import compact_json
 
+
 @dataclass(slots=True)
 class TxnBegin:
     """Start of a committed source transaction."""
@@ -114,14 +115,14 @@ def make_event_id(source: str, position: str, seq: int) -> str:
     return f"{source}:{position}:{seq}"
 
 
+_decode_json = json.JSONDecoder().raw_decode
+
+
 def add_conflict_ids(doc: str, conflict_ids: list[str]) -> str:
     """An event document (JSON text) with ``conflict_ids`` added to its ``conflicts``, the rest of its text as it was."""
     start = doc.rindex('"conflicts":[') + len('"conflicts":')
     present, end = _decode_json(doc, start)
     return f"{doc[:start]}{compact_json(present + conflict_ids)}{doc[end:]}"
-
-
-_decode_json = json.JSONDecoder().raw_decode
 
 
 def changed_columns(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-SAFE_INT = 2**53
+_SAFE_INT = 2**53
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -47,7 +47,7 @@ def encode_value(value: Any) -> str:
 def json_value(value: Any) -> Any:
     """A column value as an event document holds it: ``encode_value``'s JSON, read back."""
     kind = type(value)
-    if kind in _JSON_ITSELF or (kind is int and -SAFE_INT < value < SAFE_INT):
+    if kind in _JSON_ITSELF or (kind is int and -_SAFE_INT < value < _SAFE_INT):
         return value
     return json.loads(encode_value(value))
 
@@ -67,7 +67,7 @@ def dumps_row(row: dict[str, Any] | None) -> str:
 
 
 def _encode_int(value: int) -> str:
-    return str(value) if -SAFE_INT < value < SAFE_INT else f'"{value}"'
+    return str(value) if -_SAFE_INT < value < _SAFE_INT else f'"{value}"'
 
 
 def _encode_float(value: float) -> str:

@@ -38,7 +38,6 @@ class Detector:
         self._store = store
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
-        self._rules: dict[tuple[str, str], TableRules] = {}
         # each row's last change ("schema.table" -> key -> change), with the row's earlier updates
         # that rules still read (``Change.earlier``), in two generations: the rows changed lately,
         # and those changed before them, dropped whole when the newer is full (a cheap LRU cache)
@@ -52,17 +51,16 @@ class Detector:
         self._batch_transaction = -1  # the state store transaction ``_batch`` belongs to
 
     def rules(self, schema: str, table: str) -> TableRules:
-        found = self._rules.get((schema, table))
-        if found is None:
-            t = self._settings.table_settings(self._source, schema, table)
-            found = self._rules[(schema, table)] = TableRules() if t is None else TableRules(
-                version_column=t.version_column, writer_column=t.writer_column,
-                ignore_columns=frozenset(t.ignore_columns), natural_keys=tuple(tuple(k) for k in t.natural_keys),
-                status_column=t.status_column, status_order=tuple(t.status_order))
-        return found
+        return (self._tables.get((schema, table)) or self._table(schema, table))[0]
 
     def _table(self, schema: str, table: str) -> tuple[TableRules, str]:
-        found = self._tables[(schema, table)] = (self.rules(schema, table), f"{schema}.{table}")
+        """The table's rules and its "schema.table" name (one string for all its changes), kept."""
+        t = self._settings.table_settings(self._source, schema, table)
+        rules = TableRules() if t is None else TableRules(
+            version_column=t.version_column, writer_column=t.writer_column,
+            ignore_columns=frozenset(t.ignore_columns), natural_keys=tuple(tuple(k) for k in t.natural_keys),
+            status_column=t.status_column, status_order=tuple(t.status_order))
+        found = self._tables[(schema, table)] = (rules, f"{schema}.{table}")
         return found
 
     def _entity_members(self, schema: str, table: str) -> list[tuple[str, str, str]]:
@@ -293,10 +291,8 @@ def _names_json(names: tuple[str, ...]) -> str:
 
 def _values_json(values: tuple[Any, ...]) -> str:
     """``json.dumps(values, default=str)``, the form the state store keeps natural key values in."""
-    if len(values) == 1 and type(values[0]) is str:  # the same text, without starting an encoder
+    if len(values) == 1 and type(values[0]) is str:  # the usual case: the same text, without starting an encoder
         return f"[{encode_basestring_ascii(values[0])}]"
-    if all(type(value) is str for value in values):
-        return "[" + ", ".join(map(encode_basestring_ascii, values)) + "]"
     return _dumps_default_str(values)
 
 

@@ -34,7 +34,7 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
     since = change.commit_ts - window
     in_window = [e for e in recent if e.commit_ts >= since and e.event_id != change.event_id]
     found: list[Conflict] = []
-    gap = stream_gap(change, previous if live else None) if op == "update" or op == "delete" else None
+    gap = stream_gap(change, previous if live else None)
     if gap:
         found.append(gap)
     if op == "insert" and live and previous is not None:
@@ -45,7 +45,7 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
     if op == "update":
         lost = None if previous is None else lost_update(  # (only a previous update can be reverted)
             change, previous, rules, within_window=previous.op == "update" and any(
-                e is previous or e.event_id == previous.event_id for e in in_window))
+                e.event_id == previous.event_id for e in in_window))
         if lost:
             found.append(lost)
         found += concurrent_overwrites(change, in_window, rules, exclude=lost)
@@ -192,12 +192,9 @@ def natural_key_values(after: dict[str, Any] | None, rules: TableRules,
         return []
     keys = []
     for names in rules.natural_keys:
-        if read is None:
-            values = tuple(map(after.get, names))
-        elif len(names) == 1:  # the usual natural key, without starting a comprehension
-            values = (read(after.get(names[0])),)
-        else:
-            values = tuple([read(after.get(name)) for name in names])
+        values = tuple(map(after.get, names))
+        if read is not None:
+            values = tuple(map(read, values))
         if None not in values and "" not in values:
             keys.append((names, values))
     return keys
