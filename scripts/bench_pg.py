@@ -272,7 +272,7 @@ def verify_detection(bench: Round, rows: int, detect: bool) -> None:
     state = sqlite3.connect(f"file:{bench.workdir / 'state' / 'state.db'}?mode=ro", uri=True)
     try:
         ops = dict(state.execute("SELECT op, count(*) FROM events GROUP BY op").fetchall())
-        natural_keys = state.execute("SELECT count(*) FROM natural_keys").fetchone()[0]
+        natural_keys = state.execute("SELECT count(*) FROM natural_key_rows").fetchone()[0]
         conflicts = state.execute("SELECT type, count(*) FROM conflicts GROUP BY type ORDER BY 2 DESC").fetchall()
     finally:
         state.close()

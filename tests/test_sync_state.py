@@ -147,7 +147,7 @@ def test_natural_keys_are_settled_when_their_transaction_commits(tmp_path):
         return events
 
     def held() -> list[tuple[str, str]]:
-        return store._db.execute("SELECT key, vals FROM natural_keys ORDER BY key").fetchall()
+        return store._db.execute("SELECT key, vals FROM natural_key_rows ORDER BY key").fetchall()
 
     try:
         with store.transaction():
@@ -171,3 +171,35 @@ def test_natural_keys_are_settled_when_their_transaction_commits(tmp_path):
     assert held() == [('{"id":2}', '["a@x"]'), ('{"id":3}', '["a@x"]')]
     [again] = store.conflicts(conflict_id=f"duplicate_key:{third_row.event_id}")
     assert again["events"][0]["event_id"] == second.event_id
+
+
+def test_natural_keys_of_a_schema_1_store_are_migrated_into_their_sets(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from cdc.state.store import StateStoreError
+
+    with sqlite3.connect(tmp_path / "state.db") as old:  # as cdc kept natural keys before their sets
+        old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        old.execute("CREATE TABLE natural_keys (source TEXT NOT NULL, schema_name TEXT NOT NULL, table_name TEXT NOT"
+                    " NULL, names TEXT NOT NULL, vals TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,"
+                    " PRIMARY KEY (source, schema_name, table_name, names, vals, key)) WITHOUT ROWID")
+        old.executemany("INSERT INTO natural_keys VALUES ('crm', 'public', 'customers', ?, ?, ?, ?)",
+                        [('["email"]', '["a@x"]', '{"id":1}', "crm:0/1:0"), ('["phone"]', '["1"]', '{"id":1}', "crm:0/1:0"),
+                         ('["email"]', '["b@x"]', '{"id":2}', "crm:0/2:0")])
+    store = StateStore(tmp_path)
+    assert store.natural_key_holders("crm", "public", "customers", '["email"]', ['["a@x"]', '["b@x"]', '["c@x"]']) == {
+        '["a@x"]': [('{"id":1}', "crm:0/1:0")], '["b@x"]': [('{"id":2}', "crm:0/2:0")]}
+    assert store.natural_key_holders("crm", "public", "customers", '["phone"]', ['["1"]']) == {
+        '["1"]': [('{"id":1}', "crm:0/1:0")]}
+    assert not store._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'natural_keys'").fetchall()
+    with store.transaction():  # the row lets both its keys go, whatever their sets
+        store.drop_natural_keys("crm", "public", "customers", '{"id":1}')
+    assert store._db.execute("SELECT key, vals FROM natural_key_rows").fetchall() == [('{"id":2}', '["b@x"]')]
+    store.close()
+    with sqlite3.connect(tmp_path / "state.db") as migrated:  # as a later cdc would leave it
+        migrated.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(StateStoreError, match="written by a newer cdc"):
+        StateStore(tmp_path)

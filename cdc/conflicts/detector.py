@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
-from cdc.conflicts.natural_keys import HeldKey, NaturalKeyBatch, Owner, StoredHolder
+from cdc.conflicts.natural_keys import HeldKey, NaturalKeyBatch, Owner, StoredHolder, held_key
 from cdc.conflicts.resolution import Decision, decide, policy_for
-from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_values
+from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_of
 from cdc.model import RowChange
 from cdc.state.store import StateStore
 from cdc.values import json_value, key_text
@@ -45,7 +45,8 @@ class Detector:
         self._older_history: dict[str, dict[str, Change]] = {}
         self._rows_in_history = 0  # in the newer generation
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-        self._tables: dict[tuple[str, str], tuple[TableRules, str]] = {}  # rules, and "schema.table" (one string)
+        # rules, "schema.table" (one string for all its changes), and each natural key with its names' JSON
+        self._tables: dict[tuple[str, str], tuple[TableRules, str, tuple[tuple[tuple[str, ...], str], ...]]] = {}
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
         self._batch = NaturalKeyBatch()
         self._batch_transaction = -1  # the state store transaction ``_batch`` belongs to
@@ -53,14 +54,15 @@ class Detector:
     def rules(self, schema: str, table: str) -> TableRules:
         return (self._tables.get((schema, table)) or self._table(schema, table))[0]
 
-    def _table(self, schema: str, table: str) -> tuple[TableRules, str]:
-        """The table's rules and its "schema.table" name (one string for all its changes), kept."""
+    def _table(self, schema: str, table: str) -> tuple[TableRules, str, tuple[tuple[tuple[str, ...], str], ...]]:
+        """The table's rules, its "schema.table" name and its natural keys (see ``_tables``), kept."""
         t = self._settings.table_settings(self._source, schema, table)
         rules = TableRules() if t is None else TableRules(
             version_column=t.version_column, writer_column=t.writer_column,
             ignore_columns=frozenset(t.ignore_columns), natural_keys=tuple(tuple(k) for k in t.natural_keys),
             status_column=t.status_column, status_order=tuple(t.status_order))
-        found = self._tables[(schema, table)] = (rules, f"{schema}.{table}")
+        found = self._tables[(schema, table)] = (rules, f"{schema}.{table}",
+                                                 tuple((names, json.dumps(list(names))) for names in rules.natural_keys))
         return found
 
     def _entity_members(self, schema: str, table: str) -> list[tuple[str, str, str]]:
@@ -93,22 +95,22 @@ class Detector:
         if row.op not in ("insert", "update", "delete", "snapshot"):
             return []
         schema, table = row.schema, row.table
-        rules, qualified = self._tables.get((schema, table)) or self._table(schema, table)
-        previous = self._last_change(qualified, schema, table, key, seen=was_live is not None)
+        rules, qualified, natural_keys = self._tables.get((schema, table)) or self._table(schema, table)
+        previous = None if was_live is None else self._last_change(qualified, schema, table, key)
         if previous is not None and before == previous.after_text:
             before = previous.after_text  # one string for both
             previous.after_is(row.before)  # the same image: read it where it is fresh
-        writer = json_value(writer)
-        change = Change.of_texts(event_id, self._source, qualified, key, row.op, before, after, commit_ts,
-                                 sys.intern(writer) if type(writer) is str else writer, json_value(txid),
-                                 _column_set(tuple(changed)), row.before, row.after)
+        writer = sys.intern(writer) if type(writer) is str else json_value(writer)  # few writers, many changes
+        change = Change.of_texts(event_id, self._source, qualified, key, row.op, before, after, commit_ts, writer,
+                                 txid if type(txid) is str else json_value(txid), _column_set(tuple(changed)),
+                                 row.before, row.after)
         self.last_change = change
         found = []
         if rules_apply:
             recent = () if previous is None else (*previous.earlier, previous)
             found = detect(change, previous, recent, rules, self._window, live=bool(was_live))
-        if rules.natural_keys and _natural_keys_touched(change, row, rules):
-            self._note_natural_keys(change, row, rules, position, new_row=was_live is None, report=rules_apply)
+        if natural_keys and (row.op != "update" or _natural_keys_touched(change, row, rules)):
+            self._note_natural_keys(change, row, natural_keys, position, new_row=was_live is None, report=rules_apply)
         if previous is not None:
             previous.keep_texts_only()
             change.earlier = self._still_read(change, previous)
@@ -139,15 +141,14 @@ class Detector:
             cache.pop(f"{schema}.{table}", None)
         self._rows_in_history = sum(map(len, self._history.values()))
 
-    def _last_change(self, qualified: str, schema: str, table: str, key: str, seen: bool) -> Change | None:
-        """The row's last change, with its earlier updates: from memory, else from the event log
-        (a row never ``seen`` has none)."""
+    def _last_change(self, qualified: str, schema: str, table: str, key: str) -> Change | None:
+        """The last change of a row seen before, with its earlier updates: from memory, else from the event log."""
         rows = self._history.get(qualified)
         last = None if rows is None else rows.get(key)
         if last is None:
             older = self._older_history.get(qualified)
             last = None if older is None else older.pop(key, None)  # ``_remember`` brings it forward
-        if last is None and seen:
+        if last is None:
             changes = [change_from_doc(json.loads(doc), key)
                        for doc in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
             if changes:
@@ -171,16 +172,18 @@ class Detector:
         """The row left its key (an update changed its primary key): its natural keys go."""
         self._natural_key_batch().drop((schema, table), key)
 
-    def _note_natural_keys(self, change: Change, row: RowChange, rules: TableRules, position: tuple[str, int],
-                           new_row: bool, report: bool) -> None:
-        """The row's natural keys are now those of ``row.after`` (none after a delete)."""
+    def _note_natural_keys(self, change: Change, row: RowChange, natural_keys: tuple[tuple[tuple[str, ...], str], ...],
+                           position: tuple[str, int], new_row: bool, report: bool) -> None:
+        """The row's natural keys (each with its names' JSON) are now those of ``row.after`` (none after a delete)."""
         batch = self._natural_key_batch()
-        schema, table, key = row.schema, row.table, change.key
+        schema, table, key, after = row.schema, row.table, change.key, row.after
         if not new_row:
             batch.drop((schema, table), key)
-        for names, values in natural_key_values(row.after, rules, json_value):
-            batch.hold(HeldKey((schema, table, _names_json(names), _values_json(values), key, change.event_id), names,
-                               values, change, position, report))
+        for names, names_json in natural_keys if after is not None else ():
+            values = natural_key_of(after, names, json_value)
+            if values is not None:
+                batch.hold(held_key(((schema, table, names_json, _values_json(values), key, change.event_id), names,
+                                     values, change, position, report)))
 
     def _natural_key_batch(self) -> NaturalKeyBatch:
         """The natural keys noted in the open state store transaction, settled before it commits."""
@@ -266,9 +269,9 @@ class Detector:
 
 
 def _natural_keys_touched(change: Change, row: RowChange, rules: TableRules) -> bool:
-    """Whether the change may alter the row's natural keys (updates of other columns do not);
+    """Whether an update may alter the row's natural keys (updates of other columns do not);
     the row's key columns count too (a moved row)."""
-    if change.op != "update" or row.before is None or row.after is None:
+    if row.before is None or row.after is None:
         return True
     changed, present, key = change.changed, row.after.keys(), row.key.keys()
     return (not changed.isdisjoint(rules.natural_key_columns) or not changed.isdisjoint(key)
@@ -282,11 +285,6 @@ _dumps_default_str = json.JSONEncoder(default=str).encode
 def _column_set(columns: tuple[str, ...]) -> frozenset[str]:
     """One shared set for each list of changed columns (there are few: fewer objects to keep)."""
     return frozenset(columns)
-
-
-@functools.lru_cache(maxsize=256)
-def _names_json(names: tuple[str, ...]) -> str:
-    return json.dumps(list(names))
 
 
 def _values_json(values: tuple[Any, ...]) -> str:

@@ -51,9 +51,11 @@ class Change:
                  commit_ts: datetime, writer: str | None, txid: str | None, changed: frozenset[str],
                  before_values: dict[str, Any] | None, after_values: dict[str, Any] | None) -> "Change":
         """A new change: its images as JSON texts (``dumps_row``'s) and as the Python values they encode."""
-        change = cls(event_id, source, table, key, op, _UNKNOWN, _UNKNOWN, commit_ts, writer, txid, changed)
-        change.before_text, change.after_text = before_text, after_text
-        change._before_values, change._after_values = before_values, after_values
+        change = cls.__new__(cls)  # each slot set once: a change is made for every event
+        change.event_id, change.source, change.table, change.key, change.op = event_id, source, table, key, op
+        change.commit_ts, change.writer, change.txid, change.changed = commit_ts, writer, txid, changed
+        change.before_text, change.after_text, change._before, change._after = before_text, after_text, _UNKNOWN, _UNKNOWN
+        change._before_values, change._after_values, change.earlier = before_values, after_values, ()
         return change
 
     @property

@@ -11,6 +11,7 @@ change, and the outcome is written in two statements. Pure: no I/O here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
@@ -55,6 +56,7 @@ class HeldKey(NamedTuple):
         return self.stored[4]
 
 
+held_key = functools.partial(tuple.__new__, HeldKey)  # HeldKey of one tuple of its fields, made without a Python call
 Owner = Union[StoredHolder, HeldKey]
 
 

@@ -31,8 +31,7 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
         return []  # a new row: nothing to compare it with
     if live is None:
         live = previous is not None and previous.op != "delete"
-    since = change.commit_ts - window
-    in_window = [e for e in recent if e.commit_ts >= since and e.event_id != change.event_id]
+    in_window = _updates_within(change, recent, window)
     found: list[Conflict] = []
     gap = stream_gap(change, previous if live else None)
     if gap:
@@ -48,8 +47,9 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
                 e.event_id == previous.event_id for e in in_window))
         if lost:
             found.append(lost)
-        found += concurrent_overwrites(change, in_window, rules, exclude=lost)
-        regression = state_regression(change, rules)
+        if in_window:
+            found += concurrent_overwrites(change, in_window, rules, exclude=lost)
+        regression = state_regression(change, rules) if rules.status_column else None
         if regression:
             found.append(regression)
     elif op == "delete":
@@ -57,6 +57,16 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
         if deleted:
             found.append(deleted)
     return found
+
+
+def _updates_within(change: Change, recent: Sequence[Change], window: timedelta) -> list[Change]:
+    """The updates of ``recent`` within the window before ``change``: the only earlier changes
+    of the window that rules compare (none, the usual case of a row's first update, needs no clock)."""
+    updates = [e for e in recent if e.op == "update"]
+    if not updates:
+        return updates
+    since = change.commit_ts - window
+    return [e for e in updates if e.commit_ts >= since and e.event_id != change.event_id]
 
 
 def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
@@ -192,12 +202,25 @@ def natural_key_values(after: dict[str, Any] | None, rules: TableRules,
         return []
     keys = []
     for names in rules.natural_keys:
-        values = tuple(map(after.get, names))
-        if read is not None:
-            values = tuple(map(read, values))
-        if None not in values and "" not in values:
+        values = natural_key_of(after, names, read)
+        if values is not None:
             keys.append((names, values))
     return keys
+
+
+def natural_key_of(image: dict[str, Any], names: tuple[str, ...],
+                   read: Callable[[Any], Any] | None = None) -> tuple[Any, ...] | None:
+    """The values of the natural key ``names`` in a row image, None unless all are set; ``read``
+    as for ``natural_key_values`` (it must leave a text as it is)."""
+    if len(names) == 1:  # the usual natural key, one text column: read without loops
+        value = image.get(names[0])
+        if read is not None and type(value) is not str:
+            value = read(value)
+        return None if value is None or value == "" else (value,)
+    values = tuple(map(image.get, names))
+    if read is not None:
+        values = tuple(map(read, values))
+    return None if None in values or "" in values else values
 
 
 def duplicate_natural_key(change: Change, owner: Change, names: tuple[str, ...],

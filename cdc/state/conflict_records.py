@@ -25,12 +25,12 @@ class ConflictRecords:
         """For each of ``values`` (values JSON of the natural key ``names``) that rows of the
         table hold: their (key, event id), by key."""
         found: dict[str, list[tuple[str, str]]] = {}
-        for start in range(0, len(values), _LOOKUP_CHUNK):
+        set_id = self._natural_key_set(source, schema, table, names, create=False)
+        for start in range(0, len(values), _LOOKUP_CHUNK) if set_id is not None else ():
             chunk = values[start:start + _LOOKUP_CHUNK]
             rows = self._db.execute(
-                "SELECT vals, key, event_id FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                f" AND names = ? AND vals IN ({', '.join('?' * len(chunk))}) ORDER BY vals, key",
-                (source, schema, table, names, *chunk))
+                f"SELECT vals, key, event_id FROM natural_key_rows WHERE set_id = ? AND vals IN ({', '.join('?' * len(chunk))})"
+                " ORDER BY vals, key", (set_id, *chunk))
             for vals, key, event_id in rows:
                 found.setdefault(vals, []).append((key, event_id))
         return found
@@ -39,10 +39,26 @@ class ConflictRecords:
                            held: list[tuple[str, str, str, str, str, str]]) -> None:
         """The rows ``dropped_rows`` (schema, table, key) hold none of their natural keys any more,
         then rows hold ``held`` (schema, table, names JSON, values JSON, key, event id)."""
-        self._db.executemany("DELETE FROM natural_keys WHERE source = ? AND schema_name = ? AND table_name = ?"
-                             " AND key = ?", [(source, *row) for row in dropped_rows])
-        self._db.executemany("INSERT OR REPLACE INTO natural_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [(source, *row) for row in held])
+        self._db.executemany("DELETE FROM natural_key_rows WHERE key = ? AND set_id IN (SELECT set_id"
+                             " FROM natural_key_sets WHERE source = ? AND schema_name = ? AND table_name = ?)",
+                             [(key, source, schema, table) for schema, table, key in dropped_rows])
+        sets: dict[tuple[str, str, str], int] = {}
+        rows = []
+        for schema, table, names, vals, key, event_id in held:
+            set_id = sets.get((schema, table, names))
+            if set_id is None:
+                set_id = sets[(schema, table, names)] = self._natural_key_set(source, schema, table, names, create=True)
+            rows.append((set_id, vals, key, event_id))
+        self._db.executemany("INSERT OR REPLACE INTO natural_key_rows VALUES (?, ?, ?, ?)", rows)
+
+    def _natural_key_set(self, source: str, schema: str, table: str, names: str, create: bool) -> int | None:
+        """The id of the natural key ``names`` (JSON) of the table; None if none is stored and not ``create``."""
+        where = "source = ? AND schema_name = ? AND table_name = ? AND names = ?"
+        row = self._db.execute(f"SELECT set_id FROM natural_key_sets WHERE {where}", (source, schema, table, names)).fetchone()
+        if row is None and create:
+            row = self._db.execute("INSERT INTO natural_key_sets (source, schema_name, table_name, names)"
+                                   " VALUES (?, ?, ?, ?) RETURNING set_id", (source, schema, table, names)).fetchone()
+        return None if row is None else row[0]
 
     def drop_natural_keys(self, source: str, schema: str, table: str, key: str) -> None:
         """The row holds no natural key any more."""

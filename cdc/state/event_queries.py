@@ -55,8 +55,9 @@ class EventQueries:
             "DELETE FROM events WHERE log_id IN (SELECT e.log_id FROM events e WHERE e.recorded_at < ?"
             " AND NOT EXISTS (SELECT 1 FROM target_positions t WHERE t.source = e.source"
             "  AND (t.txn_key < e.txn_key OR (t.txn_key = e.txn_key AND t.seq < e.seq)))"
-            " AND NOT EXISTS (SELECT 1 FROM natural_keys n WHERE n.source = e.source AND n.schema_name = e.schema_name"
-            "  AND n.table_name = e.table_name AND n.key = e.key AND n.event_id = e.event_id)"
+            " AND NOT EXISTS (SELECT 1 FROM natural_key_sets s JOIN natural_key_rows n ON n.set_id = s.set_id"
+            "  WHERE s.source = e.source AND s.schema_name = e.schema_name AND s.table_name = e.table_name"
+            "  AND n.key = e.key AND n.event_id = e.event_id)"
             " AND NOT EXISTS (SELECT 1 FROM conflicts c, json_each(c.events) j WHERE c.status = 'pending'"
             "  AND json_extract(j.value, '$.event_id') = e.event_id)"
             " ORDER BY e.log_id LIMIT ?)", (recorded_before, limit)).rowcount

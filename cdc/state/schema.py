@@ -1,6 +1,11 @@
-"""The state store's tables (SQLite), created when it is opened; later columns come by migration."""
+"""The state store's tables (SQLite), created when it is opened; later columns come by migration.
 
-SCHEMA_VERSION = 1
+A natural key (the key columns ``names`` of a table of a source) is a set, named by a short
+``set_id``, and ``natural_key_rows`` says which row (``key``) holds which values (``vals``) of
+it, given by which event: a row of a few bytes per held key, which every new row adds.
+"""
+
+SCHEMA_VERSION = 2  # 2: natural keys by set (``natural_key_rows``), migrated from ``natural_keys``
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
@@ -61,17 +66,22 @@ CREATE TABLE IF NOT EXISTS conflicts (
     detected_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conflicts_by_time ON conflicts (commit_ts);
-CREATE TABLE IF NOT EXISTS natural_keys (
+CREATE TABLE IF NOT EXISTS natural_key_sets (
+    set_id INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
     schema_name TEXT NOT NULL,
     table_name TEXT NOT NULL,
     names TEXT NOT NULL,
+    UNIQUE (source, schema_name, table_name, names)
+);
+CREATE TABLE IF NOT EXISTS natural_key_rows (
+    set_id INTEGER NOT NULL,
     vals TEXT NOT NULL,
     key TEXT NOT NULL,
     event_id TEXT NOT NULL,
-    PRIMARY KEY (source, schema_name, table_name, names, vals, key)
+    PRIMARY KEY (set_id, vals, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS natural_keys_by_row ON natural_keys (source, schema_name, table_name, key);
+CREATE INDEX IF NOT EXISTS natural_key_rows_by_row ON natural_key_rows (set_id, key);
 CREATE TABLE IF NOT EXISTS held_keys (
     source TEXT NOT NULL,
     schema_name TEXT NOT NULL,

@@ -63,23 +63,24 @@ class StateStore(ConflictRecords, EventQueries):
 
     def __init__(self, state_dir: Path, readonly: bool = False) -> None:
         self.path = Path(state_dir) / "state.db"
+        self.transaction_serial = 0  # counts write transactions: which one is (or was last) open
+        self._before_commit: list[Callable[[], None]] = []
         try:
             if readonly:
                 if not self.path.exists():
                     raise StateStoreError(f"{self.path}: no state store yet (has 'cdc run' started?)")
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
                                            check_same_thread=False)
+                self._db.execute("PRAGMA busy_timeout=10000")
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA busy_timeout=10000")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
-                self._migrate()
                 self._check_schema_version()
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self.transaction_serial = 0  # counts write transactions: which one is (or was last) open
-            self._before_commit: list[Callable[[], None]] = []
+                self._migrate()
         except sqlite3.Error as exc:
             raise StateStoreError(f"{self.path}: cannot open the state store: {exc}") from None
         except PermissionError as exc:
@@ -89,12 +90,26 @@ class StateStore(ConflictRecords, EventQueries):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "origin" not in columns:  # the source a review-queue resolution belongs to
             self._db.execute("ALTER TABLE events ADD COLUMN origin TEXT")
-        self._db.execute("DROP INDEX IF EXISTS natural_keys_by_event")  # pruning finds them by row
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'natural_keys'").fetchone():
+            self._migrate_natural_keys()
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(row_versions)")}
         if "live" not in columns:  # whether the row exists at the source
             self._db.execute("ALTER TABLE row_versions ADD COLUMN live INTEGER NOT NULL DEFAULT 1")
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    def _migrate_natural_keys(self) -> None:
+        """Natural keys as schema 1 kept them, each row naming its source, table and key columns,
+        into their sets (schema 2), at once."""
+        with self.transaction():
+            self._db.execute("INSERT OR IGNORE INTO natural_key_sets (source, schema_name, table_name, names)"
+                             " SELECT DISTINCT source, schema_name, table_name, names FROM natural_keys")
+            self._db.execute("INSERT OR REPLACE INTO natural_key_rows SELECT s.set_id, n.vals, n.key, n.event_id"
+                             " FROM natural_keys n JOIN natural_key_sets s USING (source, schema_name, table_name, names)")
+            self._db.execute("DROP TABLE natural_keys")
 
     def _check_schema_version(self) -> None:
+        """Refuse a store written by a newer cdc (before migrating anything: a migrated store is
+        marked with this schema version, so that an older cdc refuses it in turn)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -172,9 +187,10 @@ class StateStore(ConflictRecords, EventQueries):
 
     def forget_rows(self, source: str, schema: str, table: str) -> None:
         """The table was truncated: its rows start anew (versions, liveness, natural keys)."""
-        for table_name in ("row_versions", "natural_keys"):
-            self._db.execute(f"DELETE FROM {table_name} WHERE source = ? AND schema_name = ? AND table_name = ?",
-                             (source, schema, table))
+        self._db.execute("DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?",
+                         (source, schema, table))
+        self._db.execute("DELETE FROM natural_key_rows WHERE set_id IN (SELECT set_id FROM natural_key_sets"
+                         " WHERE source = ? AND schema_name = ? AND table_name = ?)", (source, schema, table))
 
     def append(self, events: list[NewEvent]) -> None:
         """Store events (inside ``transaction()``)."""
