@@ -106,14 +106,15 @@ class Detector:
                                  row.before, row.after)
         self.last_change = change
         found = []
-        if rules_apply:
+        if rules_apply and (previous is not None or row.op != "insert"):  # (a new row has nothing to compare with)
             recent = () if previous is None else (*previous.earlier, previous)
             found = detect(change, previous, recent, rules, self._window, live=bool(was_live))
         if natural_keys and (row.op != "update" or _natural_keys_touched(change, row, rules)):
             self._note_natural_keys(change, row, natural_keys, position, new_row=was_live is None, report=rules_apply)
         if previous is not None:
             previous.keep_texts_only()
-            change.earlier = self._still_read(change, previous)
+            if previous.earlier or previous.op == "update":  # (else the row has no update to keep)
+                change.earlier = self._still_read(change, previous)
         change.keep_texts_only()  # memory keeps few objects per change: they stay long, and scattered
         self._remember(qualified, key, change)
         return found

@@ -79,8 +79,9 @@ class Versioner:
         if self._detector is not None and change.op != "truncate":
             conflicts = self._detector.check(change, event_id, key_json, before, after, txn.commit_ts, writer,
                                              txn.xid, changed, position, was_live, rules_apply=not noted)
-            ids = [self._detector.record(conflict, change.schema, change.table, position) for conflict in conflicts]
             if conflicts:
+                ids = [self._detector.record(conflict, change.schema, change.table, position)
+                       for conflict in conflicts]
                 self._write_repairs(conflicts, change, self._detector.last_change, key_json, version)
             if entity is not None and not noted:
                 ids += self._observe_entity(entity, self._detector.last_change, change, position)
