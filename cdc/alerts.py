@@ -31,11 +31,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter, deque
+from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any, Callable
+from typing import Any
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, stop_when_event_set
-from tenacity import wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    sleep_using_event,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from cdc.config import AlertSettings, EmailSettings, WebhookSettings
 from cdc.values import key_text
@@ -54,8 +62,10 @@ def _key(key: Any) -> str:
 
 def alert_text(record: dict[str, Any]) -> str:
     """``ERROR lost_update public.customers {"id":42}: <explanation>``."""
-    head = (f"{str(record.get('severity') or 'warning').upper()} {record.get('type')} {record.get('table')} "
-            f"{_key(record.get('key'))}")
+    head = (
+        f"{str(record.get('severity') or 'warning').upper()} {record.get('type')} {record.get('table')} "
+        f"{_key(record.get('key'))}"
+    )
     explanation = record.get("explanation")
     if not explanation:
         writes = [f"{e.get('writer') or e.get('source')} at {e.get('commit_ts')}" for e in record.get("events") or []]
@@ -73,14 +83,22 @@ def email_body(record: dict[str, Any]) -> str:
     lines = [alert_text(record), "", f"Fields: {', '.join(record.get('fields') or [])}", "Events (oldest first):"]
     for e in record.get("events") or []:
         before, after = e.get("before") or {}, e.get("after") or {}
-        changes = ", ".join(f"{f}: {json.dumps(before.get(f), default=str, ensure_ascii=False)} -> "
-                            f"{json.dumps(after.get(f), default=str, ensure_ascii=False)}"
-                            for f in sorted(set(before) | set(after)))
-        lines.append(f"  {e.get('commit_ts')} {e.get('op')} by {e.get('writer') or '-'} ({e.get('source')}, "
-                     f"event {e.get('event_id')}): {changes}")
-    lines += ["", f"Rule: {record.get('rule')}", f"Status: {record.get('status')}",
-              f"Resolution: {json.dumps(record.get('resolution'), default=str, ensure_ascii=False)}",
-              f"Review: cdc conflicts show {record.get('id')}"]
+        changes = ", ".join(
+            f"{f}: {json.dumps(before.get(f), default=str, ensure_ascii=False)} -> "
+            f"{json.dumps(after.get(f), default=str, ensure_ascii=False)}"
+            for f in sorted(set(before) | set(after))
+        )
+        lines.append(
+            f"  {e.get('commit_ts')} {e.get('op')} by {e.get('writer') or '-'} ({e.get('source')}, "
+            f"event {e.get('event_id')}): {changes}"
+        )
+    lines += [
+        "",
+        f"Rule: {record.get('rule')}",
+        f"Status: {record.get('status')}",
+        f"Resolution: {json.dumps(record.get('resolution'), default=str, ensure_ascii=False)}",
+        f"Review: cdc conflicts show {record.get('id')}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -89,8 +107,9 @@ class _Channel:
 
     name = "channel"
 
-    def __init__(self, alerts: AlertSettings, clock: Callable[[], float], retry_seconds: float,
-                 secrets: list[str]) -> None:
+    def __init__(
+        self, alerts: AlertSettings, clock: Callable[[], float], retry_seconds: float, secrets: list[str]
+    ) -> None:
         self._limit = alerts.rate_limit_per_minute
         self._clock = clock
         self._retry_seconds = retry_seconds
@@ -143,7 +162,7 @@ class _Channel:
                         dropped += 1
                     else:
                         self._offer(item)
-                except Exception:  # noqa: BLE001 - a malformed record must not stop the alerts
+                except Exception:
                     log.exception("alerts %s: cannot send an alert", self.name, extra={"channel": self.name})
                 finally:
                     with self._lock:
@@ -152,8 +171,12 @@ class _Channel:
         if not self.abort.is_set():
             self._summarise(force=True)
         if dropped:
-            log.warning("alerts %s: %d conflict alert(s) not sent: closing timed out", self.name, dropped,
-                        extra={"channel": self.name})
+            log.warning(
+                "alerts %s: %d conflict alert(s) not sent: closing timed out",
+                self.name,
+                dropped,
+                extra={"channel": self.name},
+            )
 
     def _offer(self, record: dict[str, Any]) -> None:
         now = self._clock()
@@ -165,8 +188,12 @@ class _Channel:
             return
         if not self._suppressed:
             self._burst_start = now
-            log.warning("alerts %s: burst of conflicts, more than %d alerts in a minute; the rest are counted and "
-                        "summarised", self.name, self._limit, extra={"channel": self.name})
+            log.warning(
+                "alerts %s: burst of conflicts, more than %d alerts in a minute; the rest are counted and summarised",
+                self.name,
+                self._limit,
+                extra={"channel": self.name},
+            )
         self._suppressed[str(record.get("type"))] += 1
 
     def _summarise(self, force: bool) -> None:
@@ -180,20 +207,37 @@ class _Channel:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             delay = state.next_action.sleep if state.next_action else 0.0
-            log.warning("alerts %s: sending %s failed: %s (attempt %d, retrying in %.1fs)", self.name, what,
-                        self._safe(exc), state.attempt_number, delay,
-                        extra={"channel": self.name, "attempt": state.attempt_number})
+            log.warning(
+                "alerts %s: sending %s failed: %s (attempt %d, retrying in %.1fs)",
+                self.name,
+                what,
+                self._safe(exc),
+                state.attempt_number,
+                delay,
+                extra={"channel": self.name, "attempt": state.attempt_number},
+            )
 
-        retrying = Retrying(retry=retry_if_exception(self.retryable), wait=wait_exponential(multiplier=0.5, max=8),
-                            stop=stop_after_delay(self._retry_seconds) | stop_when_event_set(self.abort),
-                            sleep=self.abort.wait, before_sleep=before_sleep, reraise=True)
+        retrying = Retrying(
+            retry=retry_if_exception(self.retryable),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            stop=stop_after_delay(self._retry_seconds) | stop_when_event_set(self.abort),
+            sleep=sleep_using_event(self.abort),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
         try:
             retrying(send)
             return True
-        except Exception as exc:  # noqa: BLE001 - a failed alert must never stop the thread
+        except Exception as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
-            log.error("alerts %s: %s not delivered: %s (attempt %d, giving up)", self.name, what, self._safe(exc),
-                      attempts, extra={"channel": self.name, "attempt": attempts})
+            log.error(
+                "alerts %s: %s not delivered: %s (attempt %d, giving up)",
+                self.name,
+                what,
+                self._safe(exc),
+                attempts,
+                extra={"channel": self.name, "attempt": attempts},
+            )
             return False
 
     def _safe(self, exc: BaseException | None) -> str:
@@ -266,8 +310,7 @@ class _Email(_Channel):
             smtp.send_message(message, from_addr=s.from_addr, to_addrs=s.to)
 
     def send_conflict(self, record: dict[str, Any]) -> None:
-        self._send(f"[cdc] {record.get('type')} on {record.get('table')} {_key(record.get('key'))}",
-                   email_body(record))
+        self._send(f"[cdc] {record.get('type')} on {record.get('table')} {_key(record.get('key'))}", email_body(record))
 
     def send_summary(self, counts: Counter[str]) -> None:
         self._send(f"[cdc] {sum(counts.values())} more conflicts in the last minute", summary_text(counts) + "\n")
@@ -286,11 +329,15 @@ class _Email(_Channel):
 class Alerter:
     """Queues conflict records and delivers them to the configured channels in the background."""
 
-    def __init__(self, settings: AlertSettings, clock: Callable[[], float] = time.monotonic,
-                 retry_seconds: float = 30.0) -> None:
+    def __init__(
+        self, settings: AlertSettings, clock: Callable[[], float] = time.monotonic, retry_seconds: float = 30.0
+    ) -> None:
         self._min_rank = SEVERITY_RANK[settings.min_severity]
-        secrets = [v.get_secret_value() for v in (settings.webhook and settings.webhook.token,
-                                                  settings.email and settings.email.password) if v]
+        secrets = [
+            v.get_secret_value()
+            for v in (settings.webhook and settings.webhook.token, settings.email and settings.email.password)
+            if v
+        ]
         common = (settings, clock, retry_seconds, [s for s in secrets if s])
         self._channels: list[_Channel] = []
         if settings.webhook:

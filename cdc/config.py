@@ -1,4 +1,4 @@
-"""Configuration: the TOML file of DESIGN.md, overridable by ``CDC_...`` environment variables.
+"""Configuration: the TOML file the README describes, overridable by ``CDC_...`` environment variables.
 
 Nested keys use ``__`` (``CDC_CONFLICTS__WINDOW_SECONDS=60``); items of the ``sources``
 and ``targets`` lists are addressed by name or index (``CDC_SOURCES__CRM__DSN=...``).
@@ -8,6 +8,9 @@ named ``sources.crm.password``, as systemd's ``LoadCredential`` provides). They 
 
 ``load_settings`` raises ``ConfigError`` whose text is one line naming the key and the
 problem.
+
+Why this module is long: it is the whole configuration schema, one pydantic model per section
+with its validation, kept on one page so that every key can be read beside its rules.
 """
 
 from __future__ import annotations
@@ -19,8 +22,22 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from cdc.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/cdc/cdc.toml"
 ENV_PREFIX = "CDC_"
@@ -28,10 +45,6 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
 _QUALIFIED = re.compile(r"^[^.:\s]+\.[^.:\s]+$")
 _MEMBER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}:[^.:\s]+\.[^.:\s]+$")
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded as one line that says what to fix."""
 
 
 class _Section(BaseModel):
@@ -72,7 +85,7 @@ class SourceSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _kind_needs(self) -> "SourceSettings":
+    def _kind_needs(self) -> SourceSettings:
         if self.kind == "mysql" and self.server_id is None:
             raise ValueError("a mysql source needs 'server_id', unique among the server's replicas")
         return self
@@ -185,7 +198,7 @@ class TargetSettings(_Section):
         return self.column_map.get(f"{source}:{qualified}") or self.column_map.get(qualified) or {}
 
     @model_validator(mode="after")
-    def _kind_needs(self) -> "TargetSettings":
+    def _kind_needs(self) -> TargetSettings:
         if self.kind == "jsonl" and self.path is None:
             raise ValueError("a jsonl target needs 'path'")
         if self.kind in ("postgres", "mysql") and not self.dsn:
@@ -278,12 +291,18 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Settings":
+    def _unique_names(self) -> Settings:
         for kind, items in (("sources", self.sources), ("targets", self.targets)):
             names = [item.name for item in items]
             duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -292,17 +311,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _entities_name_captured_tables(self) -> "Settings":
+    def _entities_name_captured_tables(self) -> Settings:
         captured = {(s.name, schema, table) for s in self.sources for schema, table in s.qualified_tables}
         seen: dict[tuple[str, str, str], str] = {}
         for entity in self.entities:
             for source, (schema, table) in entity.member_tables.items():
                 if (source, schema, table) not in captured:
-                    raise ValueError(f"entities[{entity.name}]: member {source}:{schema}.{table} is not a table"
-                                     f" of source {source!r}'s 'tables'")
+                    raise ValueError(
+                        f"entities[{entity.name}]: member {source}:{schema}.{table} is not a table"
+                        f" of source {source!r}'s 'tables'"
+                    )
                 if (source, schema, table) in seen:
-                    raise ValueError(f"entities[{entity.name}]: {source}:{schema}.{table} already belongs to"
-                                     f" entity {seen[(source, schema, table)]!r}")
+                    raise ValueError(
+                        f"entities[{entity.name}]: {source}:{schema}.{table} already belongs to"
+                        f" entity {seen[(source, schema, table)]!r}"
+                    )
                 seen[(source, schema, table)] = entity.name
             for name in [*entity.source_priority, *entity.owners.values()]:
                 if name not in entity.member_tables:
@@ -355,7 +378,7 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == "CDC_CONFIG":
             continue
-        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
         if not path or path[0] not in Settings.model_fields:
             continue
         _set_path(data, path, _env_value(raw), name)
@@ -429,7 +452,11 @@ def _format_loc(loc: tuple[Any, ...], data: Any) -> str:
     node = data
     for part in loc:
         if isinstance(part, int):
-            name = node[part].get("name") if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) else None
+            name = (
+                node[part].get("name")
+                if isinstance(node, list) and part < len(node) and isinstance(node[part], dict)
+                else None
+            )
             parts[-1:] = [f"{parts[-1] if parts else ''}[{name or part}]"]
             node = node[part] if isinstance(node, list) and part < len(node) else None
         else:

@@ -20,23 +20,25 @@ from pathlib import Path
 
 from cdc.alerts import Alerter
 from cdc.config import ConfigError, Settings, load_settings
+from cdc.errors import CdcError, ExitCode, SourceError, TargetError, Unreachable
 from cdc.logs import setup_logging
 from cdc.metrics import Metrics
 from cdc.monitor import Monitor
+from cdc.pipeline.entities import sync_targets
 from cdc.pipeline.runner import Pipeline
-from cdc.retry import Unreachable, retry_call
-from cdc.sources.base import SourceError, make_source
+from cdc.retry import retry_call
+from cdc.sources import make_source
 from cdc.state.store import StateStore
-from cdc.pipeline.sync import sync_targets
 from cdc.systemd import Notifier
-from cdc.targets import TargetError, make_target
+from cdc.targets import make_target
 from cdc.web.server import WebServer
 
 log = logging.getLogger("cdc.daemon")
-EXIT_NOT_DRAINED = 5  # ``--drain`` was stopped (SIGTERM) before the end position was reached
 
 
 class Daemon:
+    _alerter: Alerter  # made by run(), before SIGHUP's reload() can replace it
+
     def __init__(self, settings: Settings, config: Path | None = None) -> None:
         self.settings = settings
         self._config = config
@@ -82,16 +84,17 @@ class Daemon:
             monitor.start()
         self._notifier.keep_alive(self._alive, self._status)
         try:
-            retry_call(self.settings.retry, "pipeline", lambda: self._run_once(store, drain), _retryable,
-                       stop=self._stop)
+            retry_call(
+                self.settings.retry, "pipeline", lambda: self._run_once(store, drain), _retryable, stop=self._stop
+            )
         except Unreachable as exc:
             log.error("giving up: %s", exc.__cause__ or exc)
-            return 4
-        except (SourceError, TargetError) as exc:
+            return ExitCode.UNREACHABLE
+        except CdcError as exc:
             if _retryable(exc):  # the retries were cut short by a stop request
-                return EXIT_NOT_DRAINED if drain else 0
+                return ExitCode.NOT_DRAINED if drain else ExitCode.OK
             log.error("%s", exc)
-            return 3
+            return ExitCode.FATAL
         finally:
             self._notifier.stopping()
             for closing in (monitor, web):
@@ -102,8 +105,8 @@ class Daemon:
             store.close()
         if drain and not (self._pipeline is not None and self._pipeline.drained):
             log.warning("stopped before the sources' end position was reached: run 'cdc run --drain' again")
-            return EXIT_NOT_DRAINED
-        return 0
+            return ExitCode.NOT_DRAINED
+        return ExitCode.OK
 
     def _start_web(self) -> WebServer | None:
         if not self.settings.http.listen:
@@ -111,8 +114,11 @@ class Daemon:
         try:
             web = WebServer(self.settings.http, self.settings.state_dir, self.metrics)
         except OSError as exc:
-            log.warning("http: cannot listen on %s: %s; going on without /metrics and the review page",
-                        self.settings.http.listen, exc.strerror or exc)
+            log.warning(
+                "http: cannot listen on %s: %s; going on without /metrics and the review page",
+                self.settings.http.listen,
+                exc.strerror or exc,
+            )
             return None
         web.start()
         return web
@@ -122,14 +128,27 @@ class Daemon:
             return
         for source in self.settings.sources:
             if store.get_meta(f"snapshot:{source.name}"):
-                raise SourceError(f"source {source.name}: a snapshot was interrupted: run 'cdc snapshot --source"
-                                  f" {source.name}' again to finish it before streaming", fatal=True)
+                raise SourceError(
+                    f"source {source.name}: a snapshot was interrupted: run 'cdc snapshot --source"
+                    f" {source.name}' again to finish it before streaming",
+                    fatal=True,
+                )
         sources = [make_source(source) for source in self.settings.sources]
         targets = [make_target(target, store) for target in self.settings.targets]
-        syncing = {member: make_target(target, store, marks_writes=True)
-                   for member, target in sync_targets(self.settings).items()}
-        self._pipeline = Pipeline(self.settings, store, sources, targets, on_conflict=self._alert,
-                                  sync_targets=syncing, metrics=self.metrics, on_ready=self._ready)
+        syncing = {
+            member: make_target(target, store, marks_writes=True)
+            for member, target in sync_targets(self.settings).items()
+        }
+        self._pipeline = Pipeline(
+            self.settings,
+            store,
+            sources,
+            targets,
+            on_conflict=self._alert,
+            sync_targets=syncing,
+            metrics=self.metrics,
+            on_ready=self._ready,
+        )
         if self._stop.is_set():
             self._pipeline.stop()
         try:
@@ -138,11 +157,22 @@ class Daemon:
             for source in self.settings.sources:
                 self.metrics.source_up.labels(source.name).set(0)
             if isinstance(exc, TargetError):
-                self._alert({"id": "target_failing", "type": "target_failing", "severity": "error",
-                             "table": "targets", "key": "", "explanation": str(exc)})
+                self._alert(
+                    {
+                        "id": "target_failing",
+                        "type": "target_failing",
+                        "severity": "error",
+                        "table": "targets",
+                        "key": "",
+                        "explanation": str(exc),
+                    }
+                )
             raise
-        log.info("stopped after storing %d events", self._pipeline.events_stored,
-                 extra={"events": self._pipeline.events_stored})
+        log.info(
+            "stopped after storing %d events",
+            self._pipeline.events_stored,
+            extra={"events": self._pipeline.events_stored},
+        )
 
     def _alert(self, record: dict) -> None:
         self._alerter.submit(record)
@@ -168,4 +198,4 @@ class Daemon:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, (SourceError, TargetError)) and not getattr(exc, "fatal", False)
+    return isinstance(exc, (SourceError, TargetError)) and not exc.fatal

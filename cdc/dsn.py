@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
-from psycopg import ProgrammingError
 
-
-class DsnError(ValueError):
-    """A DSN that cannot be parsed; the message never contains the DSN itself."""
+from cdc.errors import DsnError
 
 
 def connect_kwargs(dsn: str, password: SecretStr | None = None, **extra: Any) -> dict[str, Any]:
@@ -58,8 +56,12 @@ def mysql_params(dsn: str, password: SecretStr | None = None) -> dict[str, Any]:
     if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
         raise DsnError("the DSN must look like mysql://user@host:port/database")
     params: dict[str, Any] = {
-        "host": parts.hostname, "port": port, "user": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""), "charset": "utf8mb4", "connect_timeout": 10,
+        "host": parts.hostname,
+        "port": port,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "charset": "utf8mb4",
+        "connect_timeout": 10,
     }
     database = unquote(parts.path.lstrip("/"))
     if database:

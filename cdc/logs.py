@@ -32,8 +32,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in vars(record).items()
-                          if k not in _STANDARD and not k.startswith("_"))
+        extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_"))
         text = f"{time.strftime('%H:%M:%S')} {record.levelname.lower():7} {record.getMessage()}"
         return f"{text} [{extras}]" if extras else text
 

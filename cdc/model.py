@@ -64,7 +64,7 @@ class WriteBack:
         return json.dumps({"target": self.target, "source": self.source, "txn_key": self.txn_key, "seq": self.seq})
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "WriteBack | None":
+    def from_json(cls, text: str | bytes) -> WriteBack | None:
         """The marker a write-back transaction carries; None if ``text`` is not one."""
         try:
             data = json.loads(text)
@@ -105,7 +105,7 @@ class StoredEvent:
     table: str
     op: str
     key: dict[str, Any]
-    json: str  # the event's JSON document (DESIGN.md form)
+    json: str  # the event's JSON document (the README's form)
     native: dict[str, Any] | None  # {"key": {...}, "after": {...}} in the source's text form, or None
     held: bool = False  # its key waits in the review queue: row targets keep the last agreed row
 
@@ -148,3 +148,11 @@ SYNC_POSITION_TABLE = "cdc.sync_positions"
 def sync_source(member: str) -> str:
     """The pseudo-source of the rows to write into the member source ``member``."""
     return f"sync:{member}"
+
+
+REVIEW_SOURCE = "review"  # the pseudo-source of rows resolved by hand
+
+
+def backfill_source(source: str) -> str:
+    """The pseudo-source of the rows re-read from ``source`` (``cdc backfill``)."""
+    return f"backfill:{source}"

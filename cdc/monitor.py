@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from cdc import sources
 from cdc.config import Settings, SourceSettings
 from cdc.logs import one_line
 from cdc.metrics import Metrics
-from cdc.sources import mysql_positions
-from cdc.sources.base import server_status
 from cdc.state.store import StateStore
 
 log = logging.getLogger("cdc.monitor")
@@ -26,8 +26,9 @@ REPEAT_SECONDS = 3600.0
 
 
 class Monitor:
-    def __init__(self, settings: Settings, metrics: Metrics, alert: Callable[[dict[str, Any]], None],
-                 interval: float = 15.0) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, alert: Callable[[dict[str, Any]], None], interval: float = 15.0
+    ) -> None:
         self.settings = settings
         self._metrics = metrics
         self._alert = alert
@@ -48,19 +49,23 @@ class Monitor:
             for source in self.settings.sources:
                 try:
                     self.check(source)
-                except Exception as exc:  # noqa: BLE001 - a server that cannot be asked is the stream's business
+                except Exception as exc:
                     log.debug("monitor: %s: %s", source.name, one_line(exc))
 
     def check(self, source: SourceSettings) -> None:
-        status = server_status(source) or {}
+        status = sources.server_status(source) or {}
         alerts = self.settings.alerts
         if "retained_wal_bytes" in status:
             retained = int(status["retained_wal_bytes"] or 0)
             self._metrics.lag_bytes.labels(source.name).set(int(status["lag_bytes"] or 0))
             self._metrics.retained_wal.labels(source.name).set(retained)
             if retained > alerts.retained_wal_bytes:
-                self._raise(source.name, "retained_wal", f"slot {source.slot_name} retains {retained} bytes of WAL"
-                            f" (over alerts.retained_wal_bytes = {alerts.retained_wal_bytes}): is cdc keeping up?")
+                self._raise(
+                    source.name,
+                    "retained_wal",
+                    f"slot {source.slot_name} retains {retained} bytes of WAL"
+                    f" (over alerts.retained_wal_bytes = {alerts.retained_wal_bytes}): is cdc keeping up?",
+                )
             return
         files = status.get("binlog_files") or []
         store = StateStore(self.settings.state_dir, readonly=True)
@@ -70,15 +75,16 @@ class Monitor:
             store.close()
         if not files or not complete:
             return
-        number, offset = mysql_positions.txn_key_parts(complete)
-        numbers = [mysql_positions.binlog_file_number(f["name"]) for f in files]
-        older = sum(f["size"] for f, n in zip(files, numbers) if n < number)
-        newer = sum(f["size"] for f, n in zip(files, numbers) if n >= number)
+        older, behind = sources.kind_of(source).binlog_backlog(files, complete)
         self._metrics.binlog_headroom.labels(source.name).set(older)
-        self._metrics.lag_bytes.labels(source.name).set(max(0, newer - offset))
+        self._metrics.lag_bytes.labels(source.name).set(behind)
         if len(files) > 1 and older <= alerts.binlog_purge_headroom_bytes:
-            self._raise(source.name, "binlog_purge", f"the binlog file holding cdc's position is the oldest one:"
-                        " the next purge would lose changes cdc has not streamed")
+            self._raise(
+                source.name,
+                "binlog_purge",
+                "the binlog file holding cdc's position is the oldest one:"
+                " the next purge would lose changes cdc has not streamed",
+            )
 
     def _raise(self, source: str, kind: str, text: str) -> None:
         now = time.monotonic()
@@ -86,5 +92,13 @@ class Monitor:
             return
         self._alerted[(source, kind)] = now
         log.warning("%s: %s", source, text, extra={"source": source, "alert": kind})
-        self._alert({"id": f"{kind}:{source}", "type": kind, "severity": "warning", "table": f"source {source}",
-                     "key": "", "explanation": text})
+        self._alert(
+            {
+                "id": f"{kind}:{source}",
+                "type": kind,
+                "severity": "warning",
+                "table": f"source {source}",
+                "key": "",
+                "explanation": text,
+            }
+        )

@@ -53,13 +53,21 @@ class Progress:
         share = min(self.done / self.total, 1.0)
         filled = int(share * BAR_WIDTH)
         left = (self.total - self.done) / rate if rate > 0 else 0.0
-        return (f"{self.what} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share:4.0%} "
-                f"{self.done:,}/{self.total:,} {rate:,.0f}/s ETA {_clock(left)}")
+        return (
+            f"{self.what} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share:4.0%} "
+            f"{self.done:,}/{self.total:,} {rate:,.0f}/s ETA {_clock(left)}"
+        )
 
     def _log(self, now: float) -> None:
         elapsed = max(now - self._started, 1e-6)
-        log.info("%s: %d of %s done (%.0f/s)", self.what, self.done, self.total if self.total else "?",
-                 self.done / elapsed, extra={"done": self.done, "total": self.total})
+        log.info(
+            "%s: %d of %s done (%.0f/s)",
+            self.what,
+            self.done,
+            self.total if self.total else "?",
+            self.done / elapsed,
+            extra={"done": self.done, "total": self.total},
+        )
 
 
 def _clock(seconds: float) -> str:

@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_never
-from tenacity import wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    sleep_using_event,
+    stop_after_attempt,
+    stop_never,
+    wait_random_exponential,
+)
 
-from cdc.logs import one_line
 from cdc.config import RetrySettings
+from cdc.errors import Unreachable
+from cdc.logs import one_line
 
 T = TypeVar("T")
 log = logging.getLogger("cdc.retry")
 
 
-class Unreachable(Exception):
-    """Every attempt failed; the message is the last failure's."""
-
-
-def retry_call(settings: RetrySettings, what: str, func: Callable[[], T], retryable: Callable[[BaseException], bool],
-               attempts: int | None = None, stop: threading.Event | None = None) -> T:
+def retry_call(
+    settings: RetrySettings,
+    what: str,
+    func: Callable[[], T],
+    retryable: Callable[[BaseException], bool],
+    attempts: int | None = None,
+    stop: threading.Event | None = None,
+) -> T:
     """Call ``func`` until it succeeds, backing off between failures that ``retryable`` accepts.
 
     ``attempts`` (or ``settings.attempts``) of 0 means forever; setting ``stop`` cuts a
@@ -34,12 +45,19 @@ def retry_call(settings: RetrySettings, what: str, func: Callable[[], T], retrya
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         total = f"/{limit}" if limit else ""
-        log.warning("%s: %s (attempt %d%s, retrying in %.1fs)", what, one_line(exc), state.attempt_number,
-                    total, delay, extra={"attempt": state.attempt_number})
+        log.warning(
+            "%s: %s (attempt %d%s, retrying in %.1fs)",
+            what,
+            one_line(exc),
+            state.attempt_number,
+            total,
+            delay,
+            extra={"attempt": state.attempt_number},
+        )
 
     retrying = Retrying(
         retry=retry_if_exception(lambda exc: retryable(exc) and not stop.is_set()),
-        sleep=stop.wait,
+        sleep=sleep_using_event(stop),
         wait=wait_random_exponential(multiplier=settings.initial_seconds, max=settings.max_seconds),
         stop=stop_after_attempt(limit) if limit else stop_never,
         before_sleep=before_sleep,

@@ -2,7 +2,7 @@
 """Throughput of cdc's MariaDB binlog path compared with a bare binlog reader and mariadb-binlog.
 
 What it does, on a throwaway MariaDB server and a throwaway PostgreSQL server
-(``cdc.devservers.ThrowawayMariaDB`` and ``ThrowawayPostgres``):
+(``devtools.servers.ThrowawayMariaDB`` and ``ThrowawayPostgres``):
 
 1. creates a source database on MariaDB with a CRM-like ``customers`` table and a target
    database on PostgreSQL with the same table (``public.customers``, matching types);
@@ -78,7 +78,7 @@ from psycopg import sql  # noqa: E402
 
 import benchlib  # noqa: E402
 from benchlib import BenchError, Measurement, progress, require_success  # noqa: E402
-from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
+from devtools.servers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
 
 TABLE = "customers"
 TARGET_TABLE = "public.customers"
@@ -166,9 +166,18 @@ class Round:
 
 # -- setting up -------------------------------------------------------------------------
 
+
 def mysql_connect(mdb: ThrowawayMariaDB, database: str | None = None, **extra) -> pymysql.connections.Connection:
-    return pymysql.connect(host=mdb.host, port=mdb.port, user="root", password="", database=database,
-                           charset="utf8mb4", autocommit=True, **extra)
+    return pymysql.connect(
+        host=mdb.host,
+        port=mdb.port,
+        user="root",
+        password="",
+        database=database,
+        charset="utf8mb4",
+        autocommit=True,
+        **extra,
+    )
 
 
 def create_round(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workdir: Path) -> Round:
@@ -179,8 +188,15 @@ def create_round(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workd
         cur.execute(SOURCE_DDL)
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target_db)))
-    bench = Round(index, source_db, mdb.dsn(source_db), pg.dsn(target_db), workdir / "cdc.toml",
-                  server_id=1000 + index, workdir=workdir)
+    bench = Round(
+        index,
+        source_db,
+        mdb.dsn(source_db),
+        pg.dsn(target_db),
+        workdir / "cdc.toml",
+        server_id=1000 + index,
+        workdir=workdir,
+    )
     with psycopg.connect(bench.target_dsn, autocommit=True) as conn:
         conn.execute(TARGET_DDL)
     write_config(bench)
@@ -190,10 +206,17 @@ def create_round(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workd
 def write_config(bench: Round) -> None:
     qualified = f"{bench.source_db}.{TABLE}"
     benchlib.write_cdc_config(
-        bench.config, bench.workdir / "state",
-        source={"name": "crm", "kind": "mysql", "dsn": bench.source_dsn, "server_id": bench.server_id,
-                "tables": [qualified]},
-        target={"name": "dwh", "kind": "postgres", "dsn": bench.target_dsn, "table_map": {qualified: TARGET_TABLE}})
+        bench.config,
+        bench.workdir / "state",
+        source={
+            "name": "crm",
+            "kind": "mysql",
+            "dsn": bench.source_dsn,
+            "server_id": bench.server_id,
+            "tables": [qualified],
+        },
+        target={"name": "dwh", "kind": "postgres", "dsn": bench.target_dsn, "table_map": {qualified: TARGET_TABLE}},
+    )
 
 
 def binlog_point(mdb: ThrowawayMariaDB) -> BinlogPoint:
@@ -214,8 +237,10 @@ def setup_cdc(mdb: ThrowawayMariaDB, bench: Round) -> BinlogPoint:
     start = binlog_point(mdb)
     recorded = re.search(r"binlog position (\S+)", result.stdout)
     if recorded is None or recorded.group(1) != (start.gtid or "(empty"):
-        raise BenchError(f"cdc setup did not record the binlog's GTID position {start.gtid!r}: "
-                         f"{result.stdout.strip() or '(no output)'}")
+        raise BenchError(
+            f"cdc setup did not record the binlog's GTID position {start.gtid!r}: "
+            f"{result.stdout.strip() or '(no output)'}"
+        )
     return start
 
 
@@ -236,7 +261,7 @@ def binlog_files(mdb: ThrowawayMariaDB, start: BinlogPoint, end: BinlogPoint) ->
         names = [row[0] for row in cur.fetchall()]
     if start.file not in names or end.file not in names:
         raise BenchError(f"binlog files {start.file}..{end.file} are not all on the server ({', '.join(names)})")
-    return names[names.index(start.file):names.index(end.file) + 1]
+    return names[names.index(start.file) : names.index(end.file) + 1]
 
 
 def range_bytes(mdb: ThrowawayMariaDB, start: BinlogPoint, end: BinlogPoint) -> int:
@@ -252,6 +277,7 @@ def range_bytes(mdb: ThrowawayMariaDB, start: BinlogPoint, end: BinlogPoint) -> 
 
 # -- measuring ----------------------------------------------------------------------------
 
+
 def mariadb_binlog() -> str:
     for name in ("mariadb-binlog", "mysqlbinlog"):
         found = shutil.which(name)
@@ -260,12 +286,21 @@ def mariadb_binlog() -> str:
     raise BenchError("neither mariadb-binlog nor mysqlbinlog is on PATH (apt-get install mariadb-client)")
 
 
-def measure_mariadb_binlog(mdb: ThrowawayMariaDB, rows: int, start: BinlogPoint, end: BinlogPoint,
-                           timeout: float) -> Measurement:
-    argv = [mariadb_binlog(), "--no-defaults", "--read-from-remote-server", "--protocol=TCP",
-            f"--host={mdb.host}", f"--port={mdb.port}", "--user=root",
-            f"--start-position={start.pos}", f"--stop-position={end.pos}",
-            *binlog_files(mdb, start, end)]
+def measure_mariadb_binlog(
+    mdb: ThrowawayMariaDB, rows: int, start: BinlogPoint, end: BinlogPoint, timeout: float
+) -> Measurement:
+    argv = [
+        mariadb_binlog(),
+        "--no-defaults",
+        "--read-from-remote-server",
+        "--protocol=TCP",
+        f"--host={mdb.host}",
+        f"--port={mdb.port}",
+        "--user=root",
+        f"--start-position={start.pos}",
+        f"--stop-position={end.pos}",
+        *binlog_files(mdb, start, end),
+    ]
     started = time.perf_counter()
     try:
         result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
@@ -273,21 +308,32 @@ def measure_mariadb_binlog(mdb: ThrowawayMariaDB, rows: int, start: BinlogPoint,
         raise BenchError(f"mariadb-binlog did not reach {end.file}:{end.pos} within {timeout:.0f}s") from None
     seconds = time.perf_counter() - started
     if result.returncode != 0:
-        raise BenchError(f"mariadb-binlog exited with code {result.returncode}:\n"
-                         f"{result.stderr[-3000:].strip() or '(no output)'}")
+        raise BenchError(
+            f"mariadb-binlog exited with code {result.returncode}:\n{result.stderr[-3000:].strip() or '(no output)'}"
+        )
     return Measurement("mariadb-binlog", rows, seconds)
 
 
-def measure_bare(mdb: ThrowawayMariaDB, bench: Round, rows: int, start: BinlogPoint, end: BinlogPoint,
-                 timeout: float) -> Measurement:
-    settings = {"connection": {"host": mdb.host, "port": mdb.port, "user": "root", "password": ""},
-                "server_id": 2000 + bench.index, "auto_position": start.gtid,
-                "end": [int(end.file.rpartition(".")[2]), end.pos],
-                "schema": bench.source_db, "table": TABLE}
+def measure_bare(
+    mdb: ThrowawayMariaDB, bench: Round, rows: int, start: BinlogPoint, end: BinlogPoint, timeout: float
+) -> Measurement:
+    settings = {
+        "connection": {"host": mdb.host, "port": mdb.port, "user": "root", "password": ""},
+        "server_id": 2000 + bench.index,
+        "auto_position": start.gtid,
+        "end": [int(end.file.rpartition(".")[2]), end.pos],
+        "schema": bench.source_db,
+        "table": TABLE,
+    }
     started = time.perf_counter()
     try:
-        result = subprocess.run([sys.executable, "-c", BARE_READER, json.dumps(settings)], cwd=PROJECT,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [sys.executable, "-c", BARE_READER, json.dumps(settings)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"the bare reader did not reach the binlog's end within {timeout:.0f}s") from None
     seconds = time.perf_counter() - started
@@ -323,40 +369,58 @@ def verify_target(mdb: ThrowawayMariaDB, bench: Round, rows: int) -> None:
     benchlib.check_copy(rows, source, target)
 
 
-def run_round(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int,
-              timeout: float) -> tuple[dict[str, Measurement], dict]:
+def run_round(
+    mdb: ThrowawayMariaDB, pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int, timeout: float
+) -> tuple[dict[str, Measurement], dict]:
     bench = create_round(mdb, pg, index, workdir)
     start = setup_cdc(mdb, bench)
     started = time.perf_counter()
     end = write_workload(mdb, bench, rows, batch)
     size = range_bytes(mdb, start, end)
-    progress(f"round {index}: wrote {rows} rows in {time.perf_counter() - started:.1f}s, {size / 1e6:.1f} MB of"
-             f" binlog ({start.file}:{start.pos} .. {end.file}:{end.pos}, GTID {start.gtid} .. {end.gtid})")
-    results = benchlib.measure_readers(index, {
-        "mariadb-binlog": lambda: measure_mariadb_binlog(mdb, rows, start, end, timeout),
-        "bare": lambda: measure_bare(mdb, bench, rows, start, end, timeout),
-        "cdc": lambda: benchlib.measure_cdc(bench.config, rows, timeout, lambda: verify_target(mdb, bench, rows)),
-    })
+    progress(
+        f"round {index}: wrote {rows} rows in {time.perf_counter() - started:.1f}s, {size / 1e6:.1f} MB of"
+        f" binlog ({start.file}:{start.pos} .. {end.file}:{end.pos}, GTID {start.gtid} .. {end.gtid})"
+    )
+    results = benchlib.measure_readers(
+        index,
+        {
+            "mariadb-binlog": lambda: measure_mariadb_binlog(mdb, rows, start, end, timeout),
+            "bare": lambda: measure_bare(mdb, bench, rows, start, end, timeout),
+            "cdc": lambda: benchlib.measure_cdc(bench.config, rows, timeout, lambda: verify_target(mdb, bench, rows)),
+        },
+    )
     binlog = {"start": asdict(start), "end": asdict(end), "bytes": size}
     return results, binlog
 
 
 # -- reporting ----------------------------------------------------------------------------
 
-def summarize(rounds: list[tuple[dict[str, Measurement], dict]], rows: int, batch: int,
-              versions: dict[str, str]) -> dict:
-    summary = benchlib.summarize([results for results, _ in rounds], READERS, rows, batch, versions,
-                                 extras=[{"binlog": binlog} for _, binlog in rounds])
+
+def summarize(
+    rounds: list[tuple[dict[str, Measurement], dict]], rows: int, batch: int, versions: dict[str, str]
+) -> dict:
+    summary = benchlib.summarize(
+        [results for results, _ in rounds],
+        READERS,
+        rows,
+        batch,
+        versions,
+        extras=[{"binlog": binlog} for _, binlog in rounds],
+    )
     cdc_rate = summary["cdc"]["rows_per_second"]
-    summary["ratio"] = {"cdc/bare": cdc_rate / summary["bare"]["rows_per_second"],
-                        "cdc/mariadb-binlog": cdc_rate / summary["mariadb-binlog"]["rows_per_second"]}
+    summary["ratio"] = {
+        "cdc/bare": cdc_rate / summary["bare"]["rows_per_second"],
+        "cdc/mariadb-binlog": cdc_rate / summary["mariadb-binlog"]["rows_per_second"],
+    }
     return summary
 
 
 def print_report(summary: dict) -> None:
     benchlib.print_table(summary, f"MariaDB {summary['mariadb']} -> PostgreSQL {summary['postgres']}", LABELS)
-    for other, what in (("bare", "the bare pymysqlreplication reader's rate"),
-                        ("mariadb-binlog", "mariadb-binlog's raw read rate")):
+    for other, what in (
+        ("bare", "the bare pymysqlreplication reader's rate"),
+        ("mariadb-binlog", "mariadb-binlog's raw read rate"),
+    ):
         ratio = summary["ratio"][f"cdc/{other}"]
         print(f"cdc reaches {ratio:.3f}x of {what} (it is {1 / ratio:.1f}x faster than cdc)")
 
@@ -375,17 +439,26 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure() -> tuple[dict[str, str], list[tuple[dict[str, Measurement], dict]]]:
         mariadb_binlog()
-        with (tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp, ThrowawayMariaDB() as mdb,
-              ThrowawayPostgres() as pg):
+        with (
+            tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp,
+            ThrowawayMariaDB() as mdb,
+            ThrowawayPostgres() as pg,
+        ):
             versions = server_versions(mdb, pg)
-            rounds = [run_round(mdb, pg, index, workdir, args.rows, args.batch, args.timeout)
-                      for index, workdir in benchlib.round_workdirs(tmp, args.rounds)]
+            rounds = [
+                run_round(mdb, pg, index, workdir, args.rows, args.batch, args.timeout)
+                for index, workdir in benchlib.round_workdirs(tmp, args.rounds)
+            ]
         return versions, rounds
 
-    return benchlib.run_main("bench_mysql", args, measure,
-                             (BenchError, psycopg.Error, pymysql.Error, RuntimeError, OSError),
-                             lambda measured: summarize(measured[1], args.rows, args.batch, measured[0]),
-                             print_report)
+    return benchlib.run_main(
+        "bench_mysql",
+        args,
+        measure,
+        (BenchError, psycopg.Error, pymysql.Error, RuntimeError, OSError),
+        lambda measured: summarize(measured[1], args.rows, args.batch, measured[0]),
+        print_report,
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Throughput of cdc's PostgreSQL path compared with PostgreSQL's own raw logical-decoding reader,
 or (``--detection``) with conflict detection on compared with off.
 
-What it does, on a throwaway PostgreSQL server (``cdc.devservers.ThrowawayPostgres``):
+What it does, on a throwaway PostgreSQL server (``devtools.servers.ThrowawayPostgres``):
 
 1. creates a source database with a CRM-like ``public.customers`` table (REPLICA IDENTITY
    FULL) and a target database with the same table;
@@ -86,7 +86,7 @@ from psycopg import sql  # noqa: E402
 
 import benchlib  # noqa: E402
 from benchlib import BenchError, Measurement, progress, require_success  # noqa: E402
-from cdc.devservers import ThrowawayPostgres  # noqa: E402
+from devtools.servers import ThrowawayPostgres  # noqa: E402
 
 TABLE = "public.customers"
 RAW_SLOT = "bench_raw"
@@ -122,9 +122,15 @@ ALTER TABLE public.customers
     ADD COLUMN version integer NOT NULL DEFAULT 1,
     ADD COLUMN updated_by text NOT NULL DEFAULT 'import'
 """
-DETECTION_RULES = {"match": TABLE, "writer_column": "updated_by", "version_column": "version",
-                   "ignore_columns": ["updated_at"], "natural_keys": [["email"]],
-                   "status_column": "status", "status_order": ["lead", "prospect", "customer"]}
+DETECTION_RULES = {
+    "match": TABLE,
+    "writer_column": "updated_by",
+    "version_column": "version",
+    "ignore_columns": ["updated_at"],
+    "natural_keys": [["email"]],
+    "status_column": "status",
+    "status_order": ["lead", "prospect", "customer"],
+}
 UPDATE_BATCH = """
 UPDATE public.customers
 SET balance = balance + round((random() * 1000)::numeric, 2), status = 'customer', version = version + 1,
@@ -148,6 +154,7 @@ class Round:
 
 # -- setting up -------------------------------------------------------------------------
 
+
 def create_round(pg: ThrowawayPostgres, name: str, workdir: Path, detect: bool | None = None) -> Round:
     """Databases, tables and cdc config named after ``name``; with ``detect`` (True or False) the
     detection workload's columns and rules and ``[conflicts] detect = <detect>``."""
@@ -155,8 +162,15 @@ def create_round(pg: ThrowawayPostgres, name: str, workdir: Path, detect: bool |
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         for db in (source_db, target_db):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    bench = Round(name, pg.dsn(source_db), pg.dsn(target_db), workdir / "cdc.toml",
-                  slot=f"bench_cdc_{name}", publication=f"bench_pub_{name}", workdir=workdir)
+    bench = Round(
+        name,
+        pg.dsn(source_db),
+        pg.dsn(target_db),
+        workdir / "cdc.toml",
+        slot=f"bench_cdc_{name}",
+        publication=f"bench_pub_{name}",
+        workdir=workdir,
+    )
     with psycopg.connect(bench.source_dsn, autocommit=True) as conn:
         conn.execute(TABLE_DDL)
         if detect is not None:
@@ -172,12 +186,20 @@ def create_round(pg: ThrowawayPostgres, name: str, workdir: Path, detect: bool |
 
 def write_config(bench: Round, detect: bool | None = None) -> None:
     benchlib.write_cdc_config(
-        bench.config, bench.workdir / "state",
-        source={"name": "crm", "kind": "postgres", "dsn": bench.source_dsn, "tables": [TABLE],
-                "slot": bench.slot, "publication": bench.publication},
+        bench.config,
+        bench.workdir / "state",
+        source={
+            "name": "crm",
+            "kind": "postgres",
+            "dsn": bench.source_dsn,
+            "tables": [TABLE],
+            "slot": bench.slot,
+            "publication": bench.publication,
+        },
         target={"name": "dwh", "kind": "postgres", "dsn": bench.target_dsn},
         tables=None if detect is None else [DETECTION_RULES],
-        conflicts=None if detect is None else {"detect": detect})
+        conflicts=None if detect is None else {"detect": detect},
+    )
 
 
 def setup_cdc(bench: Round) -> None:
@@ -217,11 +239,14 @@ def write_detection_workload(bench: Round, rows: int, batch: int) -> str:
 def drop_round(bench: Round) -> None:
     """Drop the round's slots so they stop holding WAL."""
     with psycopg.connect(bench.source_dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                     " WHERE slot_name IN (%s, %s)", (bench.slot, RAW_SLOT))
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN (%s, %s)",
+            (bench.slot, RAW_SLOT),
+        )
 
 
 # -- measuring ----------------------------------------------------------------------------
+
 
 def pg_recvlogical(pg: ThrowawayPostgres) -> str:
     candidate = os.path.join(pg.bindir, "pg_recvlogical")
@@ -235,9 +260,22 @@ def pg_recvlogical(pg: ThrowawayPostgres) -> str:
 
 def measure_raw(pg: ThrowawayPostgres, bench: Round, rows: int, end_lsn: str, timeout: float) -> Measurement:
     output = bench.workdir / "raw.pgoutput"
-    argv = [pg_recvlogical(pg), "-d", bench.source_dsn, "--slot", RAW_SLOT, "--start", "--no-loop",
-            "-o", "proto_version=1", "-o", f"publication_names={bench.publication}",
-            f"--endpos={end_lsn}", "-f", str(output)]
+    argv = [
+        pg_recvlogical(pg),
+        "-d",
+        bench.source_dsn,
+        "--slot",
+        RAW_SLOT,
+        "--start",
+        "--no-loop",
+        "-o",
+        "proto_version=1",
+        "-o",
+        f"publication_names={bench.publication}",
+        f"--endpos={end_lsn}",
+        "-f",
+        str(output),
+    ]
     started = time.perf_counter()
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -250,11 +288,16 @@ def measure_raw(pg: ThrowawayPostgres, bench: Round, rows: int, end_lsn: str, ti
         raise BenchError(f"pg_recvlogical wrote only {size} bytes for {rows} rows; did it read the slot?")
     output.unlink()
     with psycopg.connect(bench.source_dsn, autocommit=True) as conn:
-        confirmed = conn.execute("SELECT confirmed_flush_lsn::text, confirmed_flush_lsn >= %s::pg_lsn"
-                                 " FROM pg_replication_slots WHERE slot_name = %s", (end_lsn, RAW_SLOT)).fetchone()
+        confirmed = conn.execute(
+            "SELECT confirmed_flush_lsn::text, confirmed_flush_lsn >= %s::pg_lsn"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            (end_lsn, RAW_SLOT),
+        ).fetchone()
     if confirmed is None or not confirmed[1]:
-        raise BenchError(f"pg_recvlogical exited before {end_lsn} (slot {RAW_SLOT} confirmed "
-                         f"{confirmed[0] if confirmed else 'nothing'})")
+        raise BenchError(
+            f"pg_recvlogical exited before {end_lsn} (slot {RAW_SLOT} confirmed "
+            f"{confirmed[0] if confirmed else 'nothing'})"
+        )
     return Measurement("raw", rows, seconds)
 
 
@@ -279,18 +322,23 @@ def verify_detection(bench: Round, rows: int, detect: bool) -> None:
     if ops != {"insert": rows, "update": rows}:
         raise BenchError(f"cdc's event log holds {ops}, expected {rows} inserts and {rows} updates")
     if conflicts:
-        raise BenchError("detection found conflicts in a workload without any: "
-                         + ", ".join(f"{count} {kind}" for kind, count in conflicts))
+        raise BenchError(
+            "detection found conflicts in a workload without any: "
+            + ", ".join(f"{count} {kind}" for kind, count in conflicts)
+        )
     if detect and natural_keys != rows:
-        raise BenchError(f"with detection on, cdc noted {natural_keys} natural keys for {rows} rows;"
-                         " did detection run?")
+        raise BenchError(
+            f"with detection on, cdc noted {natural_keys} natural keys for {rows} rows; did detection run?"
+        )
     if not detect and natural_keys:
         raise BenchError(f"with [conflicts] detect = false, cdc still noted {natural_keys} natural keys")
 
 
-def run_detection_round(pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int,
-                        timeout: float) -> dict[str, Measurement]:
+def run_detection_round(
+    pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int, timeout: float
+) -> dict[str, Measurement]:
     """``cdc run --drain`` with detection on and off, each on fresh databases, slot and state."""
+
     def measure(reader: str) -> Measurement:
         detect = reader == "detect_on"
         subdir = workdir / reader
@@ -299,33 +347,42 @@ def run_detection_round(pg: ThrowawayPostgres, index: int, workdir: Path, rows: 
         setup_cdc(bench)
         started = time.perf_counter()
         end_lsn = write_detection_workload(bench, rows, batch)
-        progress(f"round {index}: {reader}: wrote {rows} rows and {rows} updates in"
-                 f" {time.perf_counter() - started:.1f}s (WAL end {end_lsn})")
-        result = benchlib.measure_cdc(bench.config, rows, timeout, lambda: verify_detection(bench, rows, detect),
-                                      reader=reader)
+        progress(
+            f"round {index}: {reader}: wrote {rows} rows and {rows} updates in"
+            f" {time.perf_counter() - started:.1f}s (WAL end {end_lsn})"
+        )
+        result = benchlib.measure_cdc(
+            bench.config, rows, timeout, lambda: verify_detection(bench, rows, detect), reader=reader
+        )
         drop_round(bench)
         return result
 
-    return benchlib.measure_readers(index, {reader: (lambda reader=reader: measure(reader))
-                                            for reader in DETECTION_READERS}, events=2 * rows)
+    return benchlib.measure_readers(
+        index, {reader: (lambda reader=reader: measure(reader)) for reader in DETECTION_READERS}, events=2 * rows
+    )
 
 
-def run_round(pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int,
-              timeout: float) -> dict[str, Measurement]:
+def run_round(
+    pg: ThrowawayPostgres, index: int, workdir: Path, rows: int, batch: int, timeout: float
+) -> dict[str, Measurement]:
     bench = create_round(pg, str(index), workdir)
     create_slots(bench)
     started = time.perf_counter()
     end_lsn = write_workload(bench, rows, batch)
     progress(f"round {index}: wrote {rows} rows in {time.perf_counter() - started:.1f}s (WAL end {end_lsn})")
-    results = benchlib.measure_readers(index, {
-        "raw": lambda: measure_raw(pg, bench, rows, end_lsn, timeout),
-        "cdc": lambda: benchlib.measure_cdc(bench.config, rows, timeout, lambda: verify_target(bench, rows)),
-    })
+    results = benchlib.measure_readers(
+        index,
+        {
+            "raw": lambda: measure_raw(pg, bench, rows, end_lsn, timeout),
+            "cdc": lambda: benchlib.measure_cdc(bench.config, rows, timeout, lambda: verify_target(bench, rows)),
+        },
+    )
     drop_round(bench)
     return results
 
 
 # -- reporting ----------------------------------------------------------------------------
+
 
 def summarize(rounds: list[dict[str, Measurement]], rows: int, batch: int, server_version: str) -> dict:
     summary = benchlib.summarize(rounds, READERS, rows, batch, {"postgres": server_version})
@@ -335,13 +392,14 @@ def summarize(rounds: list[dict[str, Measurement]], rows: int, batch: int, serve
 
 def print_report(summary: dict) -> None:
     benchlib.print_table(summary, f"PostgreSQL {summary['postgres']}", LABELS)
-    print(f"cdc reaches {summary['ratio']:.3f}x of pg_recvlogical's raw read rate"
-          f" (the raw reader is {1 / summary['ratio']:.1f}x faster)")
+    print(
+        f"cdc reaches {summary['ratio']:.3f}x of pg_recvlogical's raw read rate"
+        f" (the raw reader is {1 / summary['ratio']:.1f}x faster)"
+    )
 
 
 def summarize_detection(rounds: list[dict[str, Measurement]], rows: int, batch: int, server_version: str) -> dict:
-    summary = benchlib.summarize(rounds, DETECTION_READERS, rows, batch, {"postgres": server_version},
-                                 events=2 * rows)
+    summary = benchlib.summarize(rounds, DETECTION_READERS, rows, batch, {"postgres": server_version}, events=2 * rows)
     summary = {"rows": rows, "updates": rows, **summary}
     on, off = summary["detect_on"], summary["detect_off"]
     summary["ratio"] = on["events_per_second"] / off["events_per_second"]
@@ -352,37 +410,56 @@ def summarize_detection(rounds: list[dict[str, Measurement]], rows: int, batch: 
 
 
 def print_detection_report(summary: dict) -> None:
-    benchlib.print_table(summary, f"PostgreSQL {summary['postgres']}", DETECTION_LABELS,
-                         workload=f"{summary['rows']:,} inserted rows, each updated once later"
-                                  f" ({summary['events']:,} events)")
-    print(f"with conflict detection cdc reaches {summary['ratio']:.3f}x of its rate without"
-          f" ({summary['added_us_per_event']:+.1f} µs/event)")
-    print(f"detection costs {summary['overhead_percent']:.1f}% throughput;"
-          f" the target is under {summary['target_percent']:g}%")
+    benchlib.print_table(
+        summary,
+        f"PostgreSQL {summary['postgres']}",
+        DETECTION_LABELS,
+        workload=f"{summary['rows']:,} inserted rows, each updated once later ({summary['events']:,} events)",
+    )
+    print(
+        f"with conflict detection cdc reaches {summary['ratio']:.3f}x of its rate without"
+        f" ({summary['added_us_per_event']:+.1f} µs/event)"
+    )
+    print(
+        f"detection costs {summary['overhead_percent']:.1f}% throughput;"
+        f" the target is under {summary['target_percent']:g}%"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     def options(parser) -> None:
-        parser.add_argument("--detection", action="store_true",
-                            help="instead of comparing with pg_recvlogical, time cdc with conflict detection"
-                                 " on and off, on inserts plus one update of every row")
+        parser.add_argument(
+            "--detection",
+            action="store_true",
+            help="instead of comparing with pg_recvlogical, time cdc with conflict detection"
+            " on and off, on inserts plus one update of every row",
+        )
 
     args = benchlib.parse_args(argv, __doc__, fresh="databases and slots", options=options)
-    run, summarize_rounds, report = ((run_detection_round, summarize_detection, print_detection_report)
-                                     if args.detection else (run_round, summarize, print_report))
+    run, summarize_rounds, report = (
+        (run_detection_round, summarize_detection, print_detection_report)
+        if args.detection
+        else (run_round, summarize, print_report)
+    )
 
     def measure() -> tuple[str, list[dict[str, Measurement]]]:
         with tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp, ThrowawayPostgres() as pg:
             with psycopg.connect(pg.dsn()) as conn:
                 server_version = conn.execute("SHOW server_version").fetchone()[0]
-            rounds = [run(pg, index, workdir, args.rows, args.batch, args.timeout)
-                      for index, workdir in benchlib.round_workdirs(tmp, args.rounds)]
+            rounds = [
+                run(pg, index, workdir, args.rows, args.batch, args.timeout)
+                for index, workdir in benchlib.round_workdirs(tmp, args.rounds)
+            ]
         return server_version, rounds
 
-    return benchlib.run_main("bench_pg", args, measure,
-                             (BenchError, psycopg.Error, sqlite3.Error, RuntimeError, OSError),
-                             lambda measured: summarize_rounds(measured[1], args.rows, args.batch, measured[0]),
-                             report)
+    return benchlib.run_main(
+        "bench_pg",
+        args,
+        measure,
+        (BenchError, psycopg.Error, sqlite3.Error, RuntimeError, OSError),
+        lambda measured: summarize_rounds(measured[1], args.rows, args.batch, measured[0]),
+        report,
+    )
 
 
 if __name__ == "__main__":

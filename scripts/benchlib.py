@@ -53,6 +53,7 @@ class Measurement:
 
 # -- cdc config and subprocesses ----------------------------------------------------------
 
+
 def toml_value(value: Any) -> str:
     """``value`` (str, int, list or dict of those) as a TOML value; strings as JSON strings."""
     if isinstance(value, dict):
@@ -64,19 +65,29 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def write_cdc_config(config: Path, state_dir: Path, source: dict[str, Any], target: dict[str, Any],
-                     tables: list[dict[str, Any]] | None = None, conflicts: dict[str, Any] | None = None) -> None:
+def write_cdc_config(
+    config: Path,
+    state_dir: Path,
+    source: dict[str, Any],
+    target: dict[str, Any],
+    tables: list[dict[str, Any]] | None = None,
+    conflicts: dict[str, Any] | None = None,
+) -> None:
     """Write a cdc config with one source and one target (their keys in the given order), log level warning;
     and, when given, a ``[[tables]]`` entry for each of ``tables`` and a ``[conflicts]`` section."""
+
     def table(fields: dict[str, Any]) -> str:
         return "".join(f"{key} = {toml_value(value)}\n" for key, value in fields.items())
 
-    config.write_text(f"state_dir = {json.dumps(str(state_dir))}\n\n"
-                      f"[[sources]]\n{table(source)}\n"
-                      f"[[targets]]\n{table(target)}\n"
-                      + "".join(f"[[tables]]\n{table(entry)}\n" for entry in tables or ())
-                      + (f"[conflicts]\n{table(conflicts)}\n" if conflicts is not None else "")
-                      + "[log]\nlevel = \"warning\"\n", encoding="utf-8")
+    config.write_text(
+        f"state_dir = {json.dumps(str(state_dir))}\n\n"
+        f"[[sources]]\n{table(source)}\n"
+        f"[[targets]]\n{table(target)}\n"
+        + "".join(f"[[tables]]\n{table(entry)}\n" for entry in tables or ())
+        + (f"[conflicts]\n{table(conflicts)}\n" if conflicts is not None else "")
+        + '[log]\nlevel = "warning"\n',
+        encoding="utf-8",
+    )
 
 
 def cdc_env(config: Path) -> dict[str, str]:
@@ -88,8 +99,14 @@ def cdc_env(config: Path) -> dict[str, str]:
 
 def run_cdc(config: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run([sys.executable, "-m", "cdc", *args], env=cdc_env(config), cwd=PROJECT,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "cdc", *args],
+            env=cdc_env(config),
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"cdc {' '.join(args)} did not finish within {timeout:.0f}s") from None
 
@@ -100,8 +117,9 @@ def require_success(what: str, result: subprocess.CompletedProcess[str]) -> None
         raise BenchError(f"{what} exited with code {result.returncode}:\n{output}")
 
 
-def measure_cdc(config: Path, rows: int, timeout: float, verify: Callable[[], None],
-                reader: str = "cdc") -> Measurement:
+def measure_cdc(
+    config: Path, rows: int, timeout: float, verify: Callable[[], None], reader: str = "cdc"
+) -> Measurement:
     """Time ``cdc run --drain`` from process start until it exits, then ``verify()`` the target."""
     started = time.perf_counter()
     result = run_cdc(config, "run", "--drain", timeout=timeout)
@@ -124,6 +142,7 @@ def check_copy(rows: int, source: tuple[int, str], target: tuple[int, str]) -> N
 
 # -- rounds -------------------------------------------------------------------------------
 
+
 def round_workdirs(tmp: str | Path, rounds: int) -> Iterator[tuple[int, Path]]:
     """``(index, workdir)`` for rounds 1..``rounds``, each workdir created just before it is yielded."""
     for index in range(1, rounds + 1):
@@ -132,8 +151,9 @@ def round_workdirs(tmp: str | Path, rounds: int) -> Iterator[tuple[int, Path]]:
         yield index, workdir
 
 
-def measure_readers(index: int, readers: dict[str, Callable[[], Measurement]],
-                    events: int | None = None) -> dict[str, Measurement]:
+def measure_readers(
+    index: int, readers: dict[str, Callable[[], Measurement]], events: int | None = None
+) -> dict[str, Measurement]:
     """Run each reader's measurement, in the given order in odd rounds and reversed in even ones.
 
     With ``events`` (the changes in the workload) the progress lines give events/s and µs/event.
@@ -147,8 +167,10 @@ def measure_readers(index: int, readers: dict[str, Callable[[], Measurement]],
             progress(f"round {index}: {reader:{width}} {m.seconds:7.2f}s {m.rows_per_second:10,.0f} rows/s")
         else:
             rate = per_event(m.seconds, events)
-            progress(f"round {index}: {reader:{width}} {m.seconds:7.2f}s {rate['events_per_second']:10,.0f} events/s"
-                     f" {rate['us_per_event']:8.1f} µs/event")
+            progress(
+                f"round {index}: {reader:{width}} {m.seconds:7.2f}s {rate['events_per_second']:10,.0f} events/s"
+                f" {rate['us_per_event']:8.1f} µs/event"
+            )
     return results
 
 
@@ -158,28 +180,50 @@ def progress(message: str) -> None:
 
 # -- reporting ----------------------------------------------------------------------------
 
+
 def per_event(seconds: float, events: int) -> dict[str, float]:
     """``events_per_second`` and ``us_per_event`` (wall microseconds per event) of ``events`` in ``seconds``."""
-    return {"events_per_second": events / seconds if seconds > 0 else float("inf"),
-            "us_per_event": seconds * 1e6 / events}
+    return {
+        "events_per_second": events / seconds if seconds > 0 else float("inf"),
+        "us_per_event": seconds * 1e6 / events,
+    }
 
 
-def summarize(rounds: list[dict[str, Measurement]], readers: tuple[str, ...], rows: int, batch: int,
-              versions: dict[str, str], extras: list[dict] | None = None, events: int | None = None) -> dict:
+def summarize(
+    rounds: list[dict[str, Measurement]],
+    readers: tuple[str, ...],
+    rows: int,
+    batch: int,
+    versions: dict[str, str],
+    extras: list[dict] | None = None,
+    events: int | None = None,
+) -> dict:
     """Every round's measurements (each after its ``extras`` entry) and each reader's median; no ratios.
 
     With ``events`` (the changes in the workload) the summary holds it, and every measurement
     and median also gives ``per_event`` rates.
     """
+
     def rates(seconds: float) -> dict[str, float]:
         return per_event(seconds, events) if events is not None else {}
 
-    summary: dict = {"rows": rows, **({"events": events} if events is not None else {}), "batch": batch,
-                     **versions, "rounds": []}
+    summary: dict = {
+        "rows": rows,
+        **({"events": events} if events is not None else {}),
+        "batch": batch,
+        **versions,
+        "rounds": [],
+    }
     for i, results in enumerate(rounds):
-        summary["rounds"].append({**(extras[i] if extras else {}),
-                                  **{name: {**asdict(m), "rows_per_second": m.rows_per_second, **rates(m.seconds)}
-                                     for name, m in results.items()}})
+        summary["rounds"].append(
+            {
+                **(extras[i] if extras else {}),
+                **{
+                    name: {**asdict(m), "rows_per_second": m.rows_per_second, **rates(m.seconds)}
+                    for name, m in results.items()
+                },
+            }
+        )
     for reader in readers:
         seconds = statistics.median(results[reader].seconds for results in rounds)
         summary[reader] = {"seconds": seconds, "rows_per_second": rows / seconds, **rates(seconds)}
@@ -191,8 +235,10 @@ def print_table(summary: dict, servers: str, labels: dict[str, str], workload: s
     and one table row per reader in ``labels``: rows and rows/s, or, when the summary holds
     ``events``, events, events/s and µs/event."""
     rounds = len(summary["rounds"])
-    print(f"{servers}: {workload or format(summary['rows'], ',') + ' inserted rows'},"
-          f" {summary['batch']:,} per transaction" + (f", median of {rounds} rounds" if rounds > 1 else ""))
+    print(
+        f"{servers}: {workload or format(summary['rows'], ',') + ' inserted rows'},"
+        f" {summary['batch']:,} per transaction" + (f", median of {rounds} rounds" if rounds > 1 else "")
+    )
     if "events" not in summary:
         print(f"{'reader':<16} {'rows':>10} {'seconds':>9} {'rows/s':>11}")
         for reader, label in labels.items():
@@ -202,21 +248,26 @@ def print_table(summary: dict, servers: str, labels: dict[str, str], workload: s
     print(f"{'reader':<16} {'events':>10} {'seconds':>9} {'events/s':>11} {'µs/event':>9}")
     for reader, label in labels.items():
         m = summary[reader]
-        print(f"{label:<16} {summary['events']:>10,} {m['seconds']:>9.2f} {m['events_per_second']:>11,.0f}"
-              f" {m['us_per_event']:>9.1f}")
+        print(
+            f"{label:<16} {summary['events']:>10,} {m['seconds']:>9.2f} {m['events_per_second']:>11,.0f}"
+            f" {m['us_per_event']:>9.1f}"
+        )
 
 
 # -- command line -------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None, doc: str, fresh: str,
-               options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+
+def parse_args(
+    argv: list[str] | None, doc: str, fresh: str, options: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
     """The benchmarks' common options, and any a benchmark adds with ``options(parser)``;
     ``fresh`` says what each round gets afresh."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows to insert (default 100000)")
     parser.add_argument("--batch", type=int, default=1_000, help="rows per source transaction (default 1000)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help=f"measure this often, fresh {fresh} each time (default 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help=f"measure this often, fresh {fresh} each time (default 2)"
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds each reader may take (default 600)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     if options is not None:
@@ -227,9 +278,14 @@ def parse_args(argv: list[str] | None, doc: str, fresh: str,
     return args
 
 
-def run_main(name: str, args: argparse.Namespace, measure: Callable[[], Any],
-             errors: tuple[type[BaseException], ...], summarize: Callable[[Any], dict],
-             print_report: Callable[[dict], None]) -> int:
+def run_main(
+    name: str,
+    args: argparse.Namespace,
+    measure: Callable[[], Any],
+    errors: tuple[type[BaseException], ...],
+    summarize: Callable[[Any], dict],
+    print_report: Callable[[dict], None],
+) -> int:
     """Run ``measure()``, then print ``summarize(its result)`` as JSON or with ``print_report``.
 
     The exit status: 0, or 1 after any of ``errors`` (reported on stderr as ``name: FAILED: ...``),

@@ -26,10 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
-
 import pymysql  # noqa: E402
 
-from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
+from devtools.servers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
 
 TABLES = ["public.customers", "public.contacts", "public.deals"]
 SCHEMA = """
@@ -49,38 +48,48 @@ CREATE TABLE public.erp_customers (id bigint PRIMARY KEY, name text NOT NULL, em
     credit_limit numeric(12,2), updated_by text, updated_at timestamp(6));
 """
 ERP_WORKLOAD = [
-    ("erp-sync loads customers into the ERP",
-     "INSERT INTO erp.customers SELECT seq, CONCAT('Customer ', seq), CONCAT('c', seq, '@example.com'),"
-     " CONCAT('555-', LPAD(seq, 4, '0')), 1000 + seq, 'erp-sync', NOW(6) FROM seq_1_to_400"),
-    ("finance raises credit limits in the ERP",
-     "UPDATE erp.customers SET credit_limit = credit_limit + 500, updated_by = 'finance', updated_at = NOW(6)"
-     " WHERE id % 5 = 0"),
-    ("the ERP archives customers",
-     "DELETE FROM erp.customers WHERE id > 390"),
+    (
+        "erp-sync loads customers into the ERP",
+        "INSERT INTO erp.customers SELECT seq, CONCAT('Customer ', seq), CONCAT('c', seq, '@example.com'),"
+        " CONCAT('555-', LPAD(seq, 4, '0')), 1000 + seq, 'erp-sync', NOW(6) FROM seq_1_to_400",
+    ),
+    (
+        "finance raises credit limits in the ERP",
+        "UPDATE erp.customers SET credit_limit = credit_limit + 500, updated_by = 'finance', updated_at = NOW(6)"
+        " WHERE id % 5 = 0",
+    ),
+    ("the ERP archives customers", "DELETE FROM erp.customers WHERE id > 390"),
 ]
 WORKLOAD = [
-    ("sales-app creates customers",
-     "INSERT INTO customers (id, name, email, phone, credit_limit, updated_by)"
-     " SELECT i, 'Customer ' || i, 'c' || i || '@example.com', '555-' || lpad(i::text, 4, '0'), 1000 + i, 'sales-app'"
-     " FROM generate_series(1, 500) i"),
-    ("import adds contacts",
-     "INSERT INTO contacts SELECT i, 1 + i % 500, 'Contact ' || i || ' — Zoë', 'k' || i || '@example.com', NULL"
-     " FROM generate_series(1, 1000) i"),
-    ("sales-app opens deals",
-     "INSERT INTO deals SELECT i, 1 + i % 500, 'Deal ' || i, 'lead', 250.50 * i, DATE '2026-12-31', 'sales-app'"
-     " FROM generate_series(1, 300) i"),
-    ("erp-sync updates phones and credit limits",
-     "UPDATE customers SET phone = '555-9' || lpad(id::text, 3, '0'), credit_limit = credit_limit * 1.1,"
-     " updated_by = 'erp-sync', updated_at = now() WHERE id % 7 = 0"),
-    ("deals move through the pipeline",
-     "UPDATE deals SET stage = 'qualified' WHERE id % 2 = 0"),
-    ("some deals are won",
-     "UPDATE deals SET stage = 'won', updated_by = 'sales-app' WHERE id % 10 = 0"),
-    ("duplicate contacts are deleted",
-     "DELETE FROM contacts WHERE id % 25 = 0"),
-    ("a note of 2 MB is attached",
-     "UPDATE contacts SET notes = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 65000) g)"
-     " WHERE id = 1"),
+    (
+        "sales-app creates customers",
+        "INSERT INTO customers (id, name, email, phone, credit_limit, updated_by)"
+        " SELECT i, 'Customer ' || i, 'c' || i || '@example.com', '555-' || lpad(i::text, 4, '0'), 1000 + i, 'sales-app'"
+        " FROM generate_series(1, 500) i",
+    ),
+    (
+        "import adds contacts",
+        "INSERT INTO contacts SELECT i, 1 + i % 500, 'Contact ' || i || ' — Zoë', 'k' || i || '@example.com', NULL"
+        " FROM generate_series(1, 1000) i",
+    ),
+    (
+        "sales-app opens deals",
+        "INSERT INTO deals SELECT i, 1 + i % 500, 'Deal ' || i, 'lead', 250.50 * i, DATE '2026-12-31', 'sales-app'"
+        " FROM generate_series(1, 300) i",
+    ),
+    (
+        "erp-sync updates phones and credit limits",
+        "UPDATE customers SET phone = '555-9' || lpad(id::text, 3, '0'), credit_limit = credit_limit * 1.1,"
+        " updated_by = 'erp-sync', updated_at = now() WHERE id % 7 = 0",
+    ),
+    ("deals move through the pipeline", "UPDATE deals SET stage = 'qualified' WHERE id % 2 = 0"),
+    ("some deals are won", "UPDATE deals SET stage = 'won', updated_by = 'sales-app' WHERE id % 10 = 0"),
+    ("duplicate contacts are deleted", "DELETE FROM contacts WHERE id % 25 = 0"),
+    (
+        "a note of 2 MB is attached",
+        "UPDATE contacts SET notes = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 65000) g)"
+        " WHERE id = 1",
+    ),
 ]
 
 
@@ -101,8 +110,9 @@ def main() -> int:
 
 
 def _mariadb(mariadb: ThrowawayMariaDB, database: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(host=mariadb.host, port=mariadb.port, user="root", autocommit=True, charset="utf8mb4",
-                           database=database)
+    return pymysql.connect(
+        host=mariadb.host, port=mariadb.port, user="root", autocommit=True, charset="utf8mb4", database=database
+    )
 
 
 def run_demo(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB, workdir: Path) -> int:
@@ -119,19 +129,19 @@ def run_demo(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB, workdir: Path) ->
         cur.execute(ERP_SCHEMA)
     config = workdir / "cdc.toml"
     config.write_text(f"""
-state_dir = "{workdir / 'state'}"
+state_dir = "{workdir / "state"}"
 
 [[sources]]
 name = "crm"
 kind = "postgres"
-dsn = "{pg.dsn('crm')}"
+dsn = "{pg.dsn("crm")}"
 tables = {json.dumps(TABLES)}
 heartbeat_seconds = 2
 
 [[sources]]
 name = "erp"
 kind = "mysql"
-dsn = "{mariadb.dsn('erp')}"
+dsn = "{mariadb.dsn("erp")}"
 server_id = 4242
 tables = ["erp.customers"]
 
@@ -149,12 +159,12 @@ status_order = ["lead", "qualified", "proposal", "won"]
 [[targets]]
 name = "audit"
 kind = "jsonl"
-path = "{workdir / 'audit.jsonl'}"
+path = "{workdir / "audit.jsonl"}"
 
 [[targets]]
 name = "warehouse"
 kind = "postgres"
-dsn = "{pg.dsn('warehouse')}"
+dsn = "{pg.dsn("warehouse")}"
 table_map = {{ "erp.customers" = "public.erp_customers" }}
 
 [log]
@@ -206,16 +216,24 @@ def drive_workload(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB) -> None:
 
 def stale_full_row_save(pg: ThrowawayPostgres) -> None:
     """Two applications edit customer 7 at once; the second saves the whole row it read before."""
-    with psycopg.connect(pg.dsn("crm"), autocommit=True) as sales, \
-            psycopg.connect(pg.dsn("crm"), autocommit=True) as erp:
+    with (
+        psycopg.connect(pg.dsn("crm"), autocommit=True) as sales,
+        psycopg.connect(pg.dsn("crm"), autocommit=True) as erp,
+    ):
         stale = erp.execute("SELECT name, phone, credit_limit FROM customers WHERE id = 7").fetchone()
-        sales.execute("UPDATE customers SET phone = '555-7777', updated_by = 'sales-app', updated_at = now()"
-                      " WHERE id = 7")
-        erp.execute("UPDATE customers SET name = %s, phone = %s, credit_limit = %s + 250, updated_by = 'erp-sync',"
-                    " updated_at = now() WHERE id = 7", stale)
+        sales.execute(
+            "UPDATE customers SET phone = '555-7777', updated_by = 'sales-app', updated_at = now() WHERE id = 7"
+        )
+        erp.execute(
+            "UPDATE customers SET name = %s, phone = %s, credit_limit = %s + 250, updated_by = 'erp-sync',"
+            " updated_at = now() WHERE id = 7",
+            stale,
+        )
         sales.execute("UPDATE deals SET stage = 'qualified', updated_by = 'erp-sync' WHERE id = 10")
-    print("  workload: sales-app and erp-sync edit customer 7 at once (a stale full-row save);"
-          " a won deal moves back to qualified")
+    print(
+        "  workload: sales-app and erp-sync edit customer 7 at once (a stale full-row save);"
+        " a won deal moves back to qualified"
+    )
 
 
 def summarize(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB, workdir: Path) -> int:
@@ -231,16 +249,20 @@ def summarize(pg: ThrowawayPostgres, mariadb: ThrowawayMariaDB, workdir: Path) -
             source_rows, target_rows = src.execute(query).fetchone(), dst.execute(query).fetchone()
             equal = source_rows == target_rows
             all_equal &= equal
-            print(f"{table:18} source {source_rows[0]:5} rows, target {target_rows[0]:5} rows:"
-                  f" {'equal' if equal else 'DIFFERENT'}")
+            print(
+                f"{table:18} source {source_rows[0]:5} rows, target {target_rows[0]:5} rows:"
+                f" {'equal' if equal else 'DIFFERENT'}"
+            )
         with _mariadb(mariadb) as conn, conn.cursor() as cur:
             cur.execute("SELECT * FROM erp.customers ORDER BY id")
             source = [tuple(row) for row in cur.fetchall()]
         target = dst.execute("SELECT * FROM public.erp_customers ORDER BY id").fetchall()
         equal = source == target
         all_equal &= equal
-        print(f"{'erp.customers':18} source {len(source):5} rows, target {len(target):5} rows:"
-              f" {'equal' if equal else 'DIFFERENT'} (MariaDB -> public.erp_customers)")
+        print(
+            f"{'erp.customers':18} source {len(source):5} rows, target {len(target):5} rows:"
+            f" {'equal' if equal else 'DIFFERENT'} (MariaDB -> public.erp_customers)"
+        )
     print("\ntarget rows equal to source:", "yes" if all_equal else "NO")
     return 0 if all_equal else 1
 

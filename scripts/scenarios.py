@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Make each kind of conflict for real on throwaway servers and show what cdc detects.
 
-Starts a throwaway PostgreSQL and a throwaway MariaDB server (cdc.devservers), and for
+Starts a throwaway PostgreSQL and a throwaway MariaDB server (devtools.servers), and for
 every scenario creates a fresh database, configures cdc for it (one source, a JSONL audit
 target, the conflict rules of a small CRM), runs ``cdc setup``, makes the anomaly with two
 or more real concurrent sessions (interleaved transactions, statements waiting for another
 session's row lock), runs ``cdc run --drain`` and prints the conflicts ``cdc conflicts list
---json`` reports: type, key, fields and explanation, then PASS or FAIL against what DESIGN.md
-says must be detected. Benign workloads (pgbench's TPC-B, counters, a writer undoing its
+--json`` reports: type, key, fields and explanation, then PASS or FAIL against what the
+README's conflict taxonomy says must be detected. Benign workloads (pgbench's TPC-B, counters, a writer undoing its
 own edits) must report nothing. The ``/both`` scenarios hold one customer in a PostgreSQL CRM
 and a MariaDB ERP, synced both ways as an entity, and check that both sources end equal.
 Exit status 1 when any scenario fails.
@@ -37,9 +37,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 import pymysql  # noqa: E402
 
-from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
+from devtools.servers import ThrowawayMariaDB, ThrowawayPostgres  # noqa: E402
 
 ORDER = ["lead", "qualified", "proposal", "won"]
 SCHEMA = {
@@ -67,9 +68,9 @@ SCHEMA = {
 }
 ENTITY_SCHEMA = {
     "postgres": "CREATE TABLE customers (id bigint PRIMARY KEY, name text, phone text, email text,"
-                " credit_limit numeric(12,2), updated_by text)",
+    " credit_limit numeric(12,2), updated_by text)",
     "mariadb": "CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(100), phone VARCHAR(40),"
-               " email VARCHAR(200), credit_limit DECIMAL(12,2), updated_by VARCHAR(40))",
+    " email VARCHAR(200), credit_limit DECIMAL(12,2), updated_by VARCHAR(40))",
 }
 CRM_TABLES = ["customers", "deals", "counters"]
 PGBENCH_TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"]
@@ -81,6 +82,7 @@ class ScenarioError(Exception):
 
 
 # -- sessions ------------------------------------------------------------------------------
+
 
 class Session:
     """One database session (autocommit; ``begin()`` opens a transaction), on either server."""
@@ -124,22 +126,24 @@ class Session:
 class Background:
     """A statement run in a thread, returned once it waits for another session's row lock."""
 
-    def __init__(self, scenario: "Run", session: Session, statement: str, args: Any = None) -> None:
+    def __init__(self, scenario: Run, session: Session, statement: str, args: Any = None) -> None:
         self.error: BaseException | None = None
         self.rowcount = -1
 
         def run() -> None:
             try:
                 self.rowcount = session.run(statement, args)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            except BaseException as exc:
                 self.error = exc
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
-        probe = ("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'"
-                 if session.engine == "postgres" else
-                 "SELECT COUNT(*) FROM information_schema.INNODB_TRX"
-                 " WHERE trx_mysql_thread_id = %s AND trx_state = 'LOCK WAIT'")
+        probe = (
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'"
+            if session.engine == "postgres"
+            else "SELECT COUNT(*) FROM information_schema.INNODB_TRX"
+            " WHERE trx_mysql_thread_id = %s AND trx_state = 'LOCK WAIT'"
+        )
         watch = scenario.session()
         try:
             deadline = time.monotonic() + 30
@@ -160,6 +164,7 @@ class Background:
 
 
 # -- one scenario's database and cdc configuration -----------------------------------------
+
 
 class Run:
     """A fresh database on one server, with its cdc configuration in ``workdir``."""
@@ -187,31 +192,39 @@ class Run:
         self.table = {t: f"{schema_name}.{t}" for t in tables}
         qualified = json.dumps(list(self.table.values()))
         if engine == "postgres":
-            source = (f'name = "crm"\nkind = "postgres"\ndsn = "{server.dsn(self.db)}"\ntables = {qualified}\n'
-                      f'slot = "{self.slot}"\npublication = "{self.slot}"\nheartbeat_seconds = 1')
+            source = (
+                f'name = "crm"\nkind = "postgres"\ndsn = "{server.dsn(self.db)}"\ntables = {qualified}\n'
+                f'slot = "{self.slot}"\npublication = "{self.slot}"\nheartbeat_seconds = 1'
+            )
         else:
-            source = (f'name = "erp"\nkind = "mysql"\ndsn = "{server.dsn(self.db)}"\ntables = {qualified}\n'
-                      f"server_id = {6000 + int(n.split('_')[1])}")
+            source = (
+                f'name = "erp"\nkind = "mysql"\ndsn = "{server.dsn(self.db)}"\ntables = {qualified}\n'
+                f"server_id = {6000 + int(n.split('_')[1])}"
+            )
         self.source_toml = source
-        rules = "" if "deals" not in self.table else f"""
+        rules = (
+            ""
+            if "deals" not in self.table
+            else f"""
 [[tables]]
-match = "{self.table['customers']}"
+match = "{self.table["customers"]}"
 writer_column = "updated_by"
 version_column = "lock_version"
 ignore_columns = ["updated_at"]
 natural_keys = [["email"]]
 
 [[tables]]
-match = "{self.table['deals']}"
+match = "{self.table["deals"]}"
 writer_column = "updated_by"
 status_column = "stage"
 status_order = {json.dumps(ORDER)}
 """
+        )
         self.write_config(f"[[sources]]\n{source}\n", rules)
 
     def write_config(self, sources: str, rules: str) -> None:
         self.config.write_text(f"""
-state_dir = "{self.workdir / 'state'}"
+state_dir = "{self.workdir / "state"}"
 
 {sources}
 
@@ -235,8 +248,17 @@ policy = "last_writer_wins"
         database = self.db if database == "" else database
         if self.engine == "postgres":
             return Session("postgres", psycopg.connect(self.server.dsn(database), autocommit=True))
-        return Session("mariadb", pymysql.connect(host=self.server.host, port=self.server.port, user="root",
-                                                  autocommit=True, charset="utf8mb4", database=database))
+        return Session(
+            "mariadb",
+            pymysql.connect(
+                host=self.server.host,
+                port=self.server.port,
+                user="root",
+                autocommit=True,
+                charset="utf8mb4",
+                database=database,
+            ),
+        )
 
     def execute(self, *statements: str) -> None:
         conn = self.session()
@@ -250,13 +272,15 @@ policy = "last_writer_wins"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
         env.update(CDC_CONFIG=str(self.config), PYTHONPATH=str(ROOT))
         try:
-            result = subprocess.run([sys.executable, "-m", "cdc", *args], env=env, capture_output=True, text=True,
-                                    timeout=timeout, cwd=ROOT)
+            result = subprocess.run(
+                [sys.executable, "-m", "cdc", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+            )
         except subprocess.TimeoutExpired:
             raise ScenarioError(f"cdc {' '.join(args)} did not finish within {timeout:.0f}s") from None
         if result.returncode != 0:
-            raise ScenarioError(f"cdc {' '.join(args)} exited {result.returncode}:\n"
-                                f"{(result.stdout + result.stderr)[-3000:]}")
+            raise ScenarioError(
+                f"cdc {' '.join(args)} exited {result.returncode}:\n{(result.stdout + result.stderr)[-3000:]}"
+            )
         return result.stdout
 
     def drain(self) -> None:
@@ -282,8 +306,10 @@ class EntityRun(Run):
         self.config, self.audit = workdir / "cdc.toml", workdir / "audit.jsonl"
         self.expected_events = None
         members = [f"crm:{self.crm.table['customers']}", f"erp:{self.erp.table['customers']}"]
-        rules = "".join(f'[[tables]]\nmatch = "{member}"\nwriter_column = "updated_by"\nnatural_keys = [["email"]]\n\n'
-                        for member in members)
+        rules = "".join(
+            f'[[tables]]\nmatch = "{member}"\nwriter_column = "updated_by"\nnatural_keys = [["email"]]\n\n'
+            for member in members
+        )
         rules += f'[[entities]]\nname = "customer"\nmembers = {json.dumps(members)}\nsync = true\npolicy = "{policy}"\n'
         self.write_config(f"[[sources]]\n{self.crm.source_toml}\n\n[[sources]]\n{self.erp.source_toml}\n", rules)
         self.cdc("setup")
@@ -296,17 +322,22 @@ class EntityRun(Run):
         for run in (self.crm, self.erp):
             session = run.session()
             try:
-                rows.append(session.all("SELECT id, name, phone, email, CAST(credit_limit AS CHAR(20)) FROM customers"
-                                        " ORDER BY id" if run.engine == "mariadb" else
-                                        "SELECT id, name, phone, email, credit_limit::text FROM customers ORDER BY id"))
+                rows.append(
+                    session.all(
+                        "SELECT id, name, phone, email, CAST(credit_limit AS CHAR(20)) FROM customers ORDER BY id"
+                        if run.engine == "mariadb"
+                        else "SELECT id, name, phone, email, credit_limit::text FROM customers ORDER BY id"
+                    )
+                )
             finally:
                 session.close()
         if rows[0] != rows[1]:
             raise ScenarioError(f"the sources differ after syncing: crm {rows[0]}, erp {rows[1]}")
 
 
-def entity_run(servers: dict[str, Any], workdir: Path, make: Callable[[EntityRun], None],
-               policy: str = "field_merge") -> EntityRun:
+def entity_run(
+    servers: dict[str, Any], workdir: Path, make: Callable[[EntityRun], None], policy: str = "field_merge"
+) -> EntityRun:
     run = EntityRun(servers, workdir, policy)
     run.crm.execute("INSERT INTO customers VALUES (42, 'Ada', '555-0100', 'ada@x.io', 1000, 'import')")
     run.drain()  # synced into the ERP before the scenario starts
@@ -318,23 +349,31 @@ def crm_run(engine: str, server: Any, workdir: Path) -> Run:
     """The small CRM, cdc set up for it, and its first rows (streamed as inserts)."""
     run = Run(engine, server, workdir, CRM_TABLES, SCHEMA[engine])
     run.cdc("setup")
-    run.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
-                " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')",
-                "INSERT INTO deals VALUES (7, 'Renewal', 'proposal', 'sales-app')",
-                "INSERT INTO counters VALUES (1, 100), (2, 100), (3, 100)")
+    run.execute(
+        "INSERT INTO customers (id, name, phone, email, updated_by)"
+        " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')",
+        "INSERT INTO deals VALUES (7, 'Renewal', 'proposal', 'sales-app')",
+        "INSERT INTO counters VALUES (1, 100), (2, 100), (3, 100)",
+    )
     return run
 
 
 # -- the scenarios ---------------------------------------------------------------------------
 
+
 def stale_save(run: Run) -> None:
     sales, sync = run.session(), run.session()
     sync.begin()  # erp-sync reads the row ...
     stale = sync.one("SELECT name, phone, lock_version FROM customers WHERE id = 42")
-    sales.run("UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
-              " updated_by = 'sales-app' WHERE id = 42")  # ... sales changes the phone meanwhile ...
-    sync.run("UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = %s + 1,"
-             " updated_by = 'erp-sync' WHERE id = 42", stale)  # ... erp-sync saves the row it read
+    sales.run(
+        "UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42"
+    )  # ... sales changes the phone meanwhile ...
+    sync.run(
+        "UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = %s + 1,"
+        " updated_by = 'erp-sync' WHERE id = 42",
+        stale,
+    )  # ... erp-sync saves the row it read
     sync.commit()
     sales.close(), sync.close()
 
@@ -343,11 +382,15 @@ def stale_lock(run: Run) -> None:
     first, second = run.session(), run.session()
     second.begin()
     read_version = second.one("SELECT lock_version FROM customers WHERE id = 42")[0]
-    first.run("UPDATE customers SET name = 'Ada Lovelace', lock_version = lock_version + 1,"
-              " updated_by = 'sales-app' WHERE id = 42")
+    first.run(
+        "UPDATE customers SET name = 'Ada Lovelace', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42"
+    )
     # the version computed from the stale read, unchecked; a changed phone too, or MariaDB logs nothing
-    second.run("UPDATE customers SET phone = '555-0400', lock_version = %s, updated_by = 'erp-sync'"
-               " WHERE id = 42", (read_version + 1,))
+    second.run(
+        "UPDATE customers SET phone = '555-0400', lock_version = %s, updated_by = 'erp-sync' WHERE id = 42",
+        (read_version + 1,),
+    )
     second.commit()
     first.close(), second.close()
 
@@ -355,10 +398,16 @@ def stale_lock(run: Run) -> None:
 def same_field(run: Run) -> None:
     sales, marketing = run.session(), run.session()
     sales.begin()
-    sales.run("UPDATE customers SET phone = '555-0111', lock_version = lock_version + 1,"
-              " updated_by = 'sales-app' WHERE id = 42")
-    waiting = Background(run, marketing, "UPDATE customers SET phone = '555-0222', lock_version = lock_version + 1,"
-                                         " updated_by = 'marketing' WHERE id = 42")
+    sales.run(
+        "UPDATE customers SET phone = '555-0111', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42"
+    )
+    waiting = Background(
+        run,
+        marketing,
+        "UPDATE customers SET phone = '555-0222', lock_version = lock_version + 1,"
+        " updated_by = 'marketing' WHERE id = 42",
+    )
     sales.commit()
     waiting.join()
     sales.close(), marketing.close()
@@ -367,8 +416,10 @@ def same_field(run: Run) -> None:
 def delete_race(run: Run) -> None:
     sales, cleanup = run.session(), run.session()
     sales.begin()
-    sales.run("UPDATE customers SET phone = '555-0300', lock_version = lock_version + 1,"
-              " updated_by = 'sales-app' WHERE id = 42")
+    sales.run(
+        "UPDATE customers SET phone = '555-0300', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42"
+    )
     waiting = Background(run, cleanup, "DELETE FROM customers WHERE id = 42")
     sales.commit()
     waiting.join()
@@ -411,7 +462,7 @@ def counters(run: Run) -> None:
                 for id_, d in moves:
                     conn.run("UPDATE counters SET x = x + %s WHERE id = %s", (d, id_))
                 conn.commit()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
         finally:
             conn.close()
@@ -430,20 +481,30 @@ def own_edits(run: Run) -> None:
     for round_ in range(6):
         conn = first if round_ % 2 else second
         original = conn.one("SELECT name, phone, email FROM customers WHERE id = 42")
-        conn.run("UPDATE customers SET phone = %s, lock_version = lock_version + 1, updated_by = 'sales-app'"
-                 " WHERE id = 42", (f"555-9{round_}",))
+        conn.run(
+            "UPDATE customers SET phone = %s, lock_version = lock_version + 1, updated_by = 'sales-app' WHERE id = 42",
+            (f"555-9{round_}",),
+        )
         # a full-row save of the copy read before: the writer undoes its own edit
-        conn.run("UPDATE customers SET name = %s, phone = %s, email = %s, lock_version = lock_version + 1,"
-                 " updated_by = 'sales-app' WHERE id = 42", original)
+        conn.run(
+            "UPDATE customers SET name = %s, phone = %s, email = %s, lock_version = lock_version + 1,"
+            " updated_by = 'sales-app' WHERE id = 42",
+            original,
+        )
     first.close(), second.close()
 
 
 def stream_gap(run: Run) -> None:
-    run.execute("UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
-                " updated_by = 'sales-app' WHERE id = 42")
+    run.execute(
+        "UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42"
+    )
     run.drain()  # cdc has seen everything so far; it is stopped now
-    unseen = ["UPDATE customers SET phone = '555-0900', lock_version = lock_version + 1, updated_by = 'bulk-fix'"
-              " WHERE id = 42", "UPDATE customers SET name = 'Ada L.' WHERE id = 42"]
+    unseen = [
+        "UPDATE customers SET phone = '555-0900', lock_version = lock_version + 1, updated_by = 'bulk-fix'"
+        " WHERE id = 42",
+        "UPDATE customers SET name = 'Ada L.' WHERE id = 42",
+    ]
     if run.engine == "postgres":  # changes, and the slot moved past them
         run.execute(*unseen, f"SELECT pg_replication_slot_advance('{run.slot}', pg_current_wal_lsn())")
     else:  # changes the binlog never holds
@@ -456,8 +517,12 @@ def pgbench(pg: ThrowawayPostgres, workdir: Path) -> Run:
     run = Run("postgres", pg, workdir, PGBENCH_TABLES, [])
 
     def bench(*args: str) -> str:
-        result = subprocess.run([os.path.join(pg.bindir, "pgbench"), "-h", pg.host, "-p", str(pg.port),
-                                 "-U", "postgres", *args, run.db], capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [os.path.join(pg.bindir, "pgbench"), "-h", pg.host, "-p", str(pg.port), "-U", "postgres", *args, run.db],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if result.returncode != 0:
             raise ScenarioError(f"pgbench {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result.stdout
@@ -497,29 +562,57 @@ class Scenario:
 
 K42, K7 = '{"id":42}', '{"id":7}'
 _BOTH = [
-    ("stale-save", "a stale full-row save from another application reverts the phone",
-     (Expect("lost_update", K42, ("phone",)),), stale_save),
-    ("stale-lock", "a stale optimistic-lock write (lock_version not advanced)",
-     (Expect("lost_update", K42, ("lock_version",)),), stale_lock),
-    ("same-field", "two writers edit the same field at the same time (row lock wait)",
-     (Expect("concurrent_overwrite", K42, ("phone",)),), same_field),
-    ("delete-race", "a delete waits for an update's row lock, then deletes the row",
-     (Expect("update_delete", K42, ("phone",)),), delete_race),
-    ("status-back", "a deal's stage moves back from won to qualified (another writer)",
-     (Expect("state_regression", K7, ("stage",)), Expect("concurrent_overwrite", K7, ("stage",))), status_back),
-    ("duplicate-email", "two systems create the same customer (same e-mail) concurrently",
-     (Expect("duplicate_key", '{"id":51}', ("email",)),), duplicate_email),
+    (
+        "stale-save",
+        "a stale full-row save from another application reverts the phone",
+        (Expect("lost_update", K42, ("phone",)),),
+        stale_save,
+    ),
+    (
+        "stale-lock",
+        "a stale optimistic-lock write (lock_version not advanced)",
+        (Expect("lost_update", K42, ("lock_version",)),),
+        stale_lock,
+    ),
+    (
+        "same-field",
+        "two writers edit the same field at the same time (row lock wait)",
+        (Expect("concurrent_overwrite", K42, ("phone",)),),
+        same_field,
+    ),
+    (
+        "delete-race",
+        "a delete waits for an update's row lock, then deletes the row",
+        (Expect("update_delete", K42, ("phone",)),),
+        delete_race,
+    ),
+    (
+        "status-back",
+        "a deal's stage moves back from won to qualified (another writer)",
+        (Expect("state_regression", K7, ("stage",)), Expect("concurrent_overwrite", K7, ("stage",))),
+        status_back,
+    ),
+    (
+        "duplicate-email",
+        "two systems create the same customer (same e-mail) concurrently",
+        (Expect("duplicate_key", '{"id":51}', ("email",)),),
+        duplicate_email,
+    ),
     ("counters", "benign: x = x + delta from 4 sessions, deltas cancelling each other", (), counters),
     ("own-edits", "benign: one writer editing and undoing its own edits", (), own_edits),
-    ("stream-gap", "changes cdc never saw (slot advanced / sql_log_bin = 0), then a logged change",
-     (Expect("stream_gap", K42),), stream_gap),
+    (
+        "stream-gap",
+        "changes cdc never saw (slot advanced / sql_log_bin = 0), then a logged change",
+        (Expect("stream_gap", K42),),
+        stream_gap,
+    ),
 ]
-SCENARIOS = [Scenario(f"{name}/{server}", title, expected, make)
-             for name, title, expected, make in _BOTH for server in ("postgres", "mariadb")]
-SCENARIOS.append(Scenario("pgbench/postgres", "benign: pgbench TPC-B, 4 clients x 200 transactions", (),
-                          build=pgbench))
-
-
+SCENARIOS = [
+    Scenario(f"{name}/{server}", title, expected, make)
+    for name, title, expected, make in _BOTH
+    for server in ("postgres", "mariadb")
+]
+SCENARIOS.append(Scenario("pgbench/postgres", "benign: pgbench TPC-B, 4 clients x 200 transactions", (), build=pgbench))
 
 
 def both_systems_edit(run: EntityRun) -> None:
@@ -543,18 +636,29 @@ def systems_take_turns(run: EntityRun) -> None:
 
 
 SCENARIOS += [
-    Scenario("divergence/both", "the CRM and the ERP change one customer, neither seeing the other (field_merge)",
-             (Expect("divergence", K42, ("credit_limit", "phone")),),
-             build=lambda servers, workdir: entity_run(servers, workdir, both_systems_edit)),
-    Scenario("duplicate-across/both", "the CRM and the ERP create the same customer (same e-mail), other ids",
-             (Expect("duplicate_key", None, ("email",)),),
-             build=lambda servers, workdir: entity_run(servers, workdir, both_systems_create)),
-    Scenario("take-turns/both", "benign: the CRM and the ERP edit one customer in turn, each seeing the other",
-             (), build=lambda servers, workdir: entity_run(servers, workdir, systems_take_turns)),
+    Scenario(
+        "divergence/both",
+        "the CRM and the ERP change one customer, neither seeing the other (field_merge)",
+        (Expect("divergence", K42, ("credit_limit", "phone")),),
+        build=lambda servers, workdir: entity_run(servers, workdir, both_systems_edit),
+    ),
+    Scenario(
+        "duplicate-across/both",
+        "the CRM and the ERP create the same customer (same e-mail), other ids",
+        (Expect("duplicate_key", None, ("email",)),),
+        build=lambda servers, workdir: entity_run(servers, workdir, both_systems_create),
+    ),
+    Scenario(
+        "take-turns/both",
+        "benign: the CRM and the ERP edit one customer in turn, each seeing the other",
+        (),
+        build=lambda servers, workdir: entity_run(servers, workdir, systems_take_turns),
+    ),
 ]
 
 
 # -- running and reporting -------------------------------------------------------------------
+
 
 def run_scenario(scenario: Scenario, servers: dict[str, Any], workdir: Path) -> bool:
     print(f"\n== {scenario.name}: {scenario.title}")
@@ -571,14 +675,16 @@ def run_scenario(scenario: Scenario, servers: dict[str, Any], workdir: Path) -> 
         run.drain()
         found = run.conflicts()
         events = run.events()
-    except Exception as exc:  # noqa: BLE001 - reported, and the next scenario runs
+    except Exception as exc:
         print(f"   could not run it: {type(exc).__name__}: {exc}")
         print("   FAIL")
         return False
     print(f"   {len(events)} events streamed, drained in {time.monotonic() - started:.1f}s")
     for conflict in found:
-        print(f"   found:    {conflict['type']}  key {conflict['key']}  fields {', '.join(conflict['fields'])}"
-              f"  ({conflict['severity']}, {conflict['status']})")
+        print(
+            f"   found:    {conflict['type']}  key {conflict['key']}  fields {', '.join(conflict['fields'])}"
+            f"  ({conflict['severity']}, {conflict['status']})"
+        )
         print(f"             {conflict['explanation']}")
     if not found:
         print("   found:    no conflicts")
@@ -620,11 +726,16 @@ def _selected(only: list[str] | None) -> list[Scenario]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only this scenario: 'stale-save/mariadb', 'stale-save' (both servers) or "
-                             "'postgres' / 'mariadb' (every scenario on that server); repeatable")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (each scenario's cdc.toml, state and audit.jsonl)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this scenario: 'stale-save/mariadb', 'stale-save' (both servers) or "
+        "'postgres' / 'mariadb' (every scenario on that server); repeatable",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (each scenario's cdc.toml, state and audit.jsonl)"
+    )
     args = parser.parse_args()
     chosen = _selected(args.only)
     if args.list:
@@ -653,8 +764,10 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     failed = [name for name, ok in results.items() if not ok]
-    print(f"\n{len(results) - len(failed)} of {len(results)} scenarios passed"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\n{len(results) - len(failed)} of {len(results)} scenarios passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -17,11 +17,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-try:
-    from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from devtools.servers import ThrowawayMariaDB, ThrowawayPostgres
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

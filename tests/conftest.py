@@ -1,4 +1,9 @@
-"""Shared pytest fixtures: throwaway database servers, one of each per test session."""
+"""Shared pytest fixtures: throwaway database servers, one of each per test session.
+
+A test that uses a database server is marked ``server``, from the fixtures it asks for (or
+by hand, where it starts a server of its own), and the tests that need none run first:
+``scripts/test -m "not server"`` runs them alone in seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres
+from devtools.servers import ThrowawayMariaDB, ThrowawayPostgres
+
+SERVER_FIXTURES = frozenset({"pg_server", "mariadb_server"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before '-m' deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+    items.sort(key=lambda item: item.get_closest_marker("server") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -5,28 +5,36 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import random
 import signal
-import threading
-import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 
 PROJECT = Path(__file__).resolve().parent.parent
 _counter = itertools.count(1)
-CREATED: list["CdcSetup"] = []  # dropped after each test (tests/conftest.py), so slots do not pile up
+CREATED: list[CdcSetup] = []  # dropped after each test (tests/conftest.py), so slots do not pile up
 
 
 class CdcSetup:
     """A source database, a target database and a cdc configuration, unique to one test."""
 
-    def __init__(self, pg_server, tmp_path: Path, schema_sql: str, tables: list[str],
-                 extra_config: str = "", target_sql: str | None = None) -> None:
+    def __init__(
+        self,
+        pg_server,
+        tmp_path: Path,
+        schema_sql: str,
+        tables: list[str],
+        extra_config: str = "",
+        target_sql: str | None = None,
+    ) -> None:
         n = f"{os.getpid()}_{next(_counter)}"
         CREATED.append(self)
         self.pg_admin_dsn = pg_server.dsn()
@@ -81,10 +89,16 @@ max_seconds = 2
     def drop_slot(self) -> None:
         """Drop this test's replication slot, so that it retains no WAL and frees its place."""
         with psycopg.connect(self.pg_admin_dsn, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                         " WHERE slot_name = %s AND active_pid IS NOT NULL", (self.slot,))
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                         " WHERE slot_name = %s AND NOT active", (self.slot,))
+            conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                " WHERE slot_name = %s AND active_pid IS NOT NULL",
+                (self.slot,),
+            )
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = %s AND NOT active",
+                (self.slot,),
+            )
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
@@ -92,13 +106,25 @@ max_seconds = 2
         return env
 
     def cdc(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cdc", *args], env=self.env(**env), capture_output=True,
-                              text=True, timeout=timeout, cwd=PROJECT)
+        return subprocess.run(
+            [sys.executable, "-m", "cdc", *args],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=PROJECT,
+        )
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
         log = open(self.tmp_path / "daemon.log", "a")
-        return subprocess.Popen([sys.executable, "-m", "cdc", "run", *args], env=self.env(**env), stdout=log,
-                                stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "cdc", "run", *args],
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=PROJECT,
+        )
 
     @contextlib.contextmanager
     def running(self, *args: str, timeout: float = 30, **env: str) -> Iterator[subprocess.Popen[str]]:
@@ -166,8 +192,7 @@ def concurrent_writers(connect, step, count: int = 2) -> Iterator[None]:
 def sample_peak_rss(argv: list[str], env: dict[str, str], kill_when=None) -> tuple[int, str, int]:
     """Run a process, sampling its resident memory until it exits (or, once ``kill_when()`` is
     true, SIGKILL it): exit status, output, peak RSS in KiB."""
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=PROJECT)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
     peak = 0
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
@@ -192,8 +217,10 @@ def sample_peak_rss(argv: list[str], env: dict[str, str], kill_when=None) -> tup
 def table_rows(conn: psycopg.Connection, table: str, order_by: str = "id") -> list[tuple]:
     schema, name = table.split(".")
     return conn.execute(
-        psycopg.sql.SQL("SELECT * FROM {} ORDER BY {}").format(psycopg.sql.Identifier(schema, name),
-                                                              psycopg.sql.SQL(order_by))).fetchall()
+        psycopg.sql.SQL("SELECT * FROM {} ORDER BY {}").format(
+            psycopg.sql.Identifier(schema, name), psycopg.sql.SQL(order_by)
+        )
+    ).fetchall()
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition") -> Any:
@@ -209,8 +236,17 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = 
 class MysqlCdcSetup(CdcSetup):
     """A MariaDB source database with a postgres target database and a JSONL target."""
 
-    def __init__(self, mariadb_server, pg_server, tmp_path: Path, schema_sql: list[str], tables: list[str],
-                 target_sql: str = "", extra_config: str = "", targets_toml: str | None = None) -> None:
+    def __init__(
+        self,
+        mariadb_server,
+        pg_server,
+        tmp_path: Path,
+        schema_sql: list[str],
+        tables: list[str],
+        target_sql: str = "",
+        extra_config: str = "",
+        targets_toml: str | None = None,
+    ) -> None:
         import pymysql
 
         n = f"{os.getpid()}_{next(_counter)}"
@@ -269,8 +305,14 @@ max_seconds = 2
 """)
 
     def mysql(self, database: str | None = None):
-        return self._pymysql.connect(host=self.mariadb.host, port=self.mariadb.port, user="root", autocommit=True,
-                                     charset="utf8mb4", database=database)
+        return self._pymysql.connect(
+            host=self.mariadb.host,
+            port=self.mariadb.port,
+            user="root",
+            autocommit=True,
+            charset="utf8mb4",
+            database=database,
+        )
 
     def execute(self, *statements: str) -> None:
         with self.mysql(self.source_db) as conn, conn.cursor() as cur:

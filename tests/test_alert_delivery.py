@@ -8,7 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from cdc.devservers import free_port
+from devtools.servers import free_port
 from tests.helpers import CdcSetup, wait_for
 from tests.test_conflict_scenarios import CONFIG, SCHEMA
 
@@ -17,7 +17,7 @@ def test_webhook_alert_for_a_lost_update(pg_server, tmp_path):
     received: list[tuple[float, dict, str]] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             received.append((time.time(), body, self.headers.get("Authorization", "")))
             self.send_response(204)
@@ -29,23 +29,34 @@ def test_webhook_alert_for_a_lost_update(pg_server, tmp_path):
     port = free_port()
     server = HTTPServer(("127.0.0.1", port), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"], extra_config=CONFIG + f"""
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        SCHEMA,
+        ["public.customers"],
+        extra_config=CONFIG
+        + f"""
 [alerts.webhook]
 url = "http://127.0.0.1:{port}/hooks/cdc"
 token = "s3cret-token"
-""")
+""",
+    )
     crm.setup()
     with crm.source() as conn:
-        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
-                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+        conn.execute(
+            "INSERT INTO customers (id, name, phone, email, updated_by)"
+            " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')"
+        )
     daemon = crm.start()
     try:
         wait_for(lambda: "streaming slot" in crm.daemon_log(), what="the daemon to stream")
         sales, erp = crm.source(), crm.source()
         stale = erp.execute("SELECT name, phone FROM customers WHERE id = 42").fetchone()
         sales.execute("UPDATE customers SET phone = '555-0199', lock_version = 2, updated_by = 'sales-app'")
-        erp.execute("UPDATE customers SET name = %s, phone = %s, email = 'b@x.io', lock_version = 3,"
-                    " updated_by = 'erp-sync'", stale)
+        erp.execute(
+            "UPDATE customers SET name = %s, phone = %s, email = 'b@x.io', lock_version = 3, updated_by = 'erp-sync'",
+            stale,
+        )
         committed = time.time()
         sales.close(), erp.close()
         wait_for(lambda: received, timeout=30, what="the webhook alert")

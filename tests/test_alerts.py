@@ -37,18 +37,40 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 def conflict(n: int = 42, type: str = "lost_update", severity: str = "error") -> dict[str, Any]:
     return {
-        "id": f"{type}:crm:0/{n}:0", "type": type, "severity": severity, "source": "crm",
-        "table": "public.customers", "key": json.dumps({"id": n}, separators=(",", ":")), "fields": ["phone"],
+        "id": f"{type}:crm:0/{n}:0",
+        "type": type,
+        "severity": severity,
+        "source": "crm",
+        "table": "public.customers",
+        "key": json.dumps({"id": n}, separators=(",", ":")),
+        "fields": ["phone"],
         "events": [
-            {"event_id": f"crm:0/{n}:1", "commit_ts": "2026-11-22T10:02:11.000000+00:00", "writer": "sales-app",
-             "source": "crm", "op": "update", "before": {"phone": "555-0100"}, "after": {"phone": "555-0199"}},
-            {"event_id": f"crm:0/{n}:2", "commit_ts": "2026-11-22T10:02:14.000000+00:00", "writer": "erp-sync",
-             "source": "crm", "op": "update", "before": {"phone": "555-0199"}, "after": {"phone": "555-0100"}},
+            {
+                "event_id": f"crm:0/{n}:1",
+                "commit_ts": "2026-11-22T10:02:11.000000+00:00",
+                "writer": "sales-app",
+                "source": "crm",
+                "op": "update",
+                "before": {"phone": "555-0100"},
+                "after": {"phone": "555-0199"},
+            },
+            {
+                "event_id": f"crm:0/{n}:2",
+                "commit_ts": "2026-11-22T10:02:14.000000+00:00",
+                "writer": "erp-sync",
+                "source": "crm",
+                "op": "update",
+                "before": {"phone": "555-0199"},
+                "after": {"phone": "555-0100"},
+            },
         ],
-        "rule": "stale_full_row_save", "evidence": {"reverted": ["phone"]},
+        "rule": "stale_full_row_save",
+        "evidence": {"reverted": ["phone"]},
         "explanation": "phone set by sales-app at 10:02:11 was reverted by erp-sync at 10:02:14 "
-                       "from a copy read before it",
-        "status": "pending", "resolution": None, "commit_ts": "2026-11-22T10:02:14.000000+00:00",
+        "from a copy read before it",
+        "status": "pending",
+        "resolution": None,
+        "commit_ts": "2026-11-22T10:02:14.000000+00:00",
         "detected_at": 1795000000.0,
     }
 
@@ -62,6 +84,7 @@ class FakeClock:
 
 
 # -- a webhook receiver ------------------------------------------------------------------
+
 
 class Webhook:
     def __init__(self, statuses: list[int] | None = None) -> None:
@@ -95,6 +118,7 @@ class Webhook:
 
 
 # -- a minimal SMTP server -------------------------------------------------------------------
+
 
 class SMTPServer:
     def __init__(self, auth_ok: bool = True) -> None:
@@ -130,8 +154,13 @@ class SMTPServer:
                         data = b""
                         while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
                             data += chunk[1:] if chunk.startswith(b".") else chunk
-                        receiver.messages.append({"from": sender, "to": recipients,
-                                                  "message": email.message_from_bytes(data, policy=email.policy.default)})
+                        receiver.messages.append(
+                            {
+                                "from": sender,
+                                "to": recipients,
+                                "message": email.message_from_bytes(data, policy=email.policy.default),
+                            }
+                        )
                         self.reply("250 queued")
                     elif verb in ("RSET", "NOOP"):
                         self.reply("250 ok")
@@ -177,15 +206,22 @@ def settings(webhook: Webhook | None = None, smtp: SMTPServer | None = None, **e
     if webhook:
         doc["webhook"] = {"url": webhook.url, "token": TOKEN, "timeout_seconds": 2}
     if smtp:
-        doc["email"] = {"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "username": "cdc", "password": PASSWORD,
-                        "from_addr": "cdc@example.test", "to": ["ops@example.test", "dba@example.test"]}
+        doc["email"] = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port,
+            "username": "cdc",
+            "password": PASSWORD,
+            "from_addr": "cdc@example.test",
+            "to": ["ops@example.test", "dba@example.test"],
+        }
     return AlertSettings.model_validate(doc)
 
 
 def test_alert_text_says_what_was_lost_and_who_overwrote_it() -> None:
     assert alert_text(conflict()) == (
         'ERROR lost_update public.customers {"id":42}: phone set by sales-app at 10:02:11 was reverted by '
-        "erp-sync at 10:02:14 from a copy read before it")
+        "erp-sync at 10:02:14 from a copy read before it"
+    )
 
 
 def test_webhook_delivers_json_with_bearer_token(webhook: Webhook) -> None:
@@ -295,8 +331,9 @@ def test_default_min_severity_is_warning(webhook: Webhook) -> None:
     assert [b["conflict"]["key"] for b in webhook.received] == ['{"id":2}']
 
 
-def test_burst_is_rate_limited_and_summarised(webhook: Webhook, smtp: SMTPServer,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_burst_is_rate_limited_and_summarised(
+    webhook: Webhook, smtp: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = FakeClock()
     alerter = Alerter(settings(webhook, smtp, rate_limit_per_minute=5), clock=clock)
     records = [conflict(n, type="lost_update" if n % 4 == 0 else "concurrent_overwrite") for n in range(50)]
@@ -314,8 +351,10 @@ def test_burst_is_rate_limited_and_summarised(webhook: Webhook, smtp: SMTPServer
     finally:
         alerter.close()
     counts = Counter(r["type"] for r in records[5:])
-    expected = (f"45 more conflicts in the last minute: {counts['concurrent_overwrite']} concurrent_overwrite, "
-                f"{counts['lost_update']} lost_update (see cdc conflicts list)")
+    expected = (
+        f"45 more conflicts in the last minute: {counts['concurrent_overwrite']} concurrent_overwrite, "
+        f"{counts['lost_update']} lost_update (see cdc conflicts list)"
+    )
     assert [b["type"] for b in webhook.received] == ["conflict"] * 5 + ["summary", "conflict"]
     assert [b["conflict"]["id"] for b in webhook.received[:5]] == [r["id"] for r in records[:5]]
     assert webhook.received[5]["text"] == expected

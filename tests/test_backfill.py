@@ -26,6 +26,7 @@ def test_a_corrupted_target_is_repaired_by_backfill_while_writes_go_on(pg_server
         with crm.target() as dst:  # behind cdc's back
             dst.execute("DELETE FROM accounts WHERE id % 17 = 0")
             dst.execute("UPDATE accounts SET note = 'corrupted', n = -1 WHERE id % 13 = 0")
+
         def write(rng: random.Random, conn) -> None:
             key = rng.randint(1, 5200)
             if key > 5000:

@@ -1,4 +1,4 @@
-"""Benign workloads raise no conflicts (DESIGN.md, "Conflict taxonomy", the benign-workload paragraph).
+"""Benign workloads raise no conflicts (the README's conflict taxonomy, its benign workloads).
 
 - pgbench's TPC-B workload on PostgreSQL: four clients moving balances concurrently;
 - a counter workload on MariaDB: ``x = x + delta`` from four sessions, deltas cancelling each other;
@@ -27,8 +27,17 @@ def _conflicts(setup: CdcSetup) -> list[dict]:
 
 
 def _pgbench(pg_server, database: str, *args: str) -> str:
-    argv = [os.path.join(pg_server.bindir, "pgbench"), "-h", "127.0.0.1", "-p", str(pg_server.port),
-            "-U", "postgres", *args, database]
+    argv = [
+        os.path.join(pg_server.bindir, "pgbench"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(pg_server.port),
+        "-U",
+        "postgres",
+        *args,
+        database,
+    ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -66,8 +75,10 @@ def test_pgbench_tpcb_workload(pg_server, tmp_path):
     # each TPC-B transaction updates one account, one teller and one branch (and inserts into history)
     assert len(events) == 3 * transactions
     assert Counter((e["table"], e["op"]) for e in events) == {
-        ("pgbench_accounts", "update"): transactions, ("pgbench_tellers", "update"): transactions,
-        ("pgbench_branches", "update"): transactions}
+        ("pgbench_accounts", "update"): transactions,
+        ("pgbench_tellers", "update"): transactions,
+        ("pgbench_branches", "update"): transactions,
+    }
     assert len({e["event_id"] for e in events}) == len(events)
     found = _conflicts(crm)
     assert [c for c in found if c["type"] in ("lost_update", "divergence", "stream_gap")] == []
@@ -83,8 +94,9 @@ COUNTERS_TARGET = "CREATE TABLE public.counters (id bigint PRIMARY KEY, x bigint
 SESSIONS, ROUNDS = 4, 40
 
 
-def _counter_session(erp: MysqlCdcSetup, seed: int, deltas: dict[int, list[int]], lock: threading.Lock,
-                     errors: list[BaseException]) -> None:
+def _counter_session(
+    erp: MysqlCdcSetup, seed: int, deltas: dict[int, list[int]], lock: threading.Lock, errors: list[BaseException]
+) -> None:
     rng = random.Random(seed)
     try:
         with erp.mysql(erp.source_db) as conn, conn.cursor() as cur:
@@ -102,7 +114,7 @@ def _counter_session(erp: MysqlCdcSetup, seed: int, deltas: dict[int, list[int]]
                 with lock:
                     for id_, d in moves:
                         deltas[id_].append(d)
-    except BaseException as exc:  # noqa: BLE001 - reported by the test
+    except BaseException as exc:
         errors.append(exc)
 
 
@@ -112,8 +124,9 @@ def test_counter_workload_on_mariadb(mariadb_server, pg_server, tmp_path):
     erp.execute("INSERT INTO counters VALUES (1, 100), (2, 100), (3, 100)")
     deltas: dict[int, list[int]] = {1: [], 2: [], 3: []}
     lock, errors = threading.Lock(), []
-    sessions = [threading.Thread(target=_counter_session, args=(erp, seed, deltas, lock, errors))
-                for seed in range(SESSIONS)]
+    sessions = [
+        threading.Thread(target=_counter_session, args=(erp, seed, deltas, lock, errors)) for seed in range(SESSIONS)
+    ]
     for session in sessions:
         session.start()
     for session in sessions:
@@ -160,8 +173,10 @@ def test_one_writer_editing_and_undoing_its_own_rows(pg_server, tmp_path):
     crm.setup()
     with crm.source() as conn:
         for id_ in range(1, 6):
-            conn.execute("INSERT INTO customers (id, name, phone, email, updated_by) VALUES (%s, %s, %s, %s,"
-                         " 'sales-app')", (id_, f"Customer {id_}", f"555-010{id_}", f"c{id_}@x.io"))
+            conn.execute(
+                "INSERT INTO customers (id, name, phone, email, updated_by) VALUES (%s, %s, %s, %s, 'sales-app')",
+                (id_, f"Customer {id_}", f"555-010{id_}", f"c{id_}@x.io"),
+            )
             conn.execute("INSERT INTO notes VALUES (%s, %s, 'call back', false, 'sales-app')", (id_, id_))
     expected = 10
     # the same application, from two connections (two users' sessions of sales-app)
@@ -171,16 +186,22 @@ def test_one_writer_editing_and_undoing_its_own_rows(pg_server, tmp_path):
             conn = first if (round_ + id_) % 2 else second
             original = conn.execute("SELECT name, phone, email FROM customers WHERE id = %s", (id_,)).fetchone()
             # an edit, then a full-row save of the copy read before it: the writer undoes its own edit
-            conn.execute("UPDATE customers SET phone = %s, lock_version = lock_version + 1, updated_by = 'sales-app',"
-                         " updated_at = now() WHERE id = %s", (f"555-9{round_}{id_}", id_))
-            conn.execute("UPDATE customers SET name = %s, phone = %s, email = %s, lock_version = lock_version + 1,"
-                         " updated_by = 'sales-app', updated_at = now() WHERE id = %s",
-                         (original[0] + ("!" if round_ % 2 == 0 else ""), original[1], original[2], id_))
+            conn.execute(
+                "UPDATE customers SET phone = %s, lock_version = lock_version + 1, updated_by = 'sales-app',"
+                " updated_at = now() WHERE id = %s",
+                (f"555-9{round_}{id_}", id_),
+            )
+            conn.execute(
+                "UPDATE customers SET name = %s, phone = %s, email = %s, lock_version = lock_version + 1,"
+                " updated_by = 'sales-app', updated_at = now() WHERE id = %s",
+                (original[0] + ("!" if round_ % 2 == 0 else ""), original[1], original[2], id_),
+            )
             # and the note: pinned, edited, then both edits taken back in one full-row save
             conn.execute("UPDATE notes SET pinned = true, updated_by = 'sales-app' WHERE id = %s", (id_,))
             conn.execute("UPDATE notes SET body = %s WHERE id = %s", (f"call back ({round_})", id_))
-            conn.execute("UPDATE notes SET body = 'call back', pinned = false, customer_id = customer_id"
-                         " WHERE id = %s", (id_,))
+            conn.execute(
+                "UPDATE notes SET body = 'call back', pinned = false, customer_id = customer_id WHERE id = %s", (id_,)
+            )
             expected += 5
     first.close(), second.close()
     crm.drain()
@@ -191,4 +212,3 @@ def test_one_writer_editing_and_undoing_its_own_rows(pg_server, tmp_path):
     assert _conflicts(crm) == []
     _same_rows(crm, "public.customers", "id")
     _same_rows(crm, "public.notes", "id")
-

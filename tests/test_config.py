@@ -22,13 +22,16 @@ def test_documented_example_parses():
 
 
 def test_environment_overrides_by_name_index_and_nesting(tmp_path):
-    settings = load_settings(EXAMPLE, environ={
-        "CDC_SOURCES__CRM__DSN": "postgresql://other@db1/crm",
-        "CDC_TARGETS__0__PATH": "/tmp/elsewhere.jsonl",
-        "CDC_CONFLICTS__WINDOW_SECONDS": "60",
-        "CDC_SOURCES__CRM__TABLES": '["public.customers"]',
-        "CDC_STATE_DIR": str(tmp_path),
-    })
+    settings = load_settings(
+        EXAMPLE,
+        environ={
+            "CDC_SOURCES__CRM__DSN": "postgresql://other@db1/crm",
+            "CDC_TARGETS__0__PATH": "/tmp/elsewhere.jsonl",
+            "CDC_CONFLICTS__WINDOW_SECONDS": "60",
+            "CDC_SOURCES__CRM__TABLES": '["public.customers"]',
+            "CDC_STATE_DIR": str(tmp_path),
+        },
+    )
     assert settings.sources[0].dsn == "postgresql://other@db1/crm"
     assert settings.sources[0].tables == ["public.customers"]
     assert str(settings.targets[0].path) == "/tmp/elsewhere.jsonl"
@@ -42,8 +45,9 @@ def test_secrets_from_env_and_files_are_never_shown(tmp_path):
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "targets.warehouse.password").write_text("s3cret-file\n")
-    settings = load_settings(EXAMPLE, environ={"CDC_SOURCES__CRM__PASSWORD": "s3cret-env",
-                                               "CDC_SECRETS_DIR": str(secrets)})
+    settings = load_settings(
+        EXAMPLE, environ={"CDC_SOURCES__CRM__PASSWORD": "s3cret-env", "CDC_SECRETS_DIR": str(secrets)}
+    )
     assert settings.sources[0].password.get_secret_value() == "s3cret-env"
     assert settings.targets[1].password.get_secret_value() == "s3cret-file"
     shown = repr(settings) + str(settings.model_dump())
@@ -51,15 +55,19 @@ def test_secrets_from_env_and_files_are_never_shown(tmp_path):
     assert redact_dsn("postgresql://cdc:hunter2@db1:5433/crm") == "cdc@db1:5433/crm"
 
 
-@pytest.mark.parametrize("members, message", [
-    ('["crm:public.customers", "erp:erp.clients"]', "member erp:erp.clients is not a table of source 'erp'"),
-    ('["crm:public.customers", "crm:public.contacts"]', "each member must belong to another source"),
-    ('["public.customers", "erp:erp.customers"]', "'public.customers' must be written as 'source:schema.table'"),
-    ('["crm:public.customers"]', "at least 2 items"),
-])
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        ('["crm:public.customers", "erp:erp.clients"]', "member erp:erp.clients is not a table of source 'erp'"),
+        ('["crm:public.customers", "crm:public.contacts"]', "each member must belong to another source"),
+        ('["public.customers", "erp:erp.customers"]', "'public.customers' must be written as 'source:schema.table'"),
+        ('["crm:public.customers"]', "at least 2 items"),
+    ],
+)
 def test_entities_name_captured_tables_of_distinct_sources(tmp_path, members, message):
-    text = EXAMPLE.read_text().replace('members = ["crm:public.customers", "erp:erp.customers"]',
-                                       f"members = {members}")
+    text = EXAMPLE.read_text().replace(
+        'members = ["crm:public.customers", "erp:erp.customers"]', f"members = {members}"
+    )
     config = tmp_path / "cdc.toml"
     config.write_text(text)
     with pytest.raises(ConfigError, match=r"entities\[customer\].*") as error:
@@ -68,11 +76,12 @@ def test_entities_name_captured_tables_of_distinct_sources(tmp_path, members, me
 
 
 def test_documented_entity_and_its_sync_targets():
-    from cdc.pipeline.sync import sync_targets
+    from cdc.pipeline.entities import sync_targets
 
     settings = load_settings(EXAMPLE, environ={})
     assert settings.entity_of("erp", "erp", "customers").name == "customer"
     targets = sync_targets(settings)
     assert {member: (t.name, t.kind, t.position_table) for member, t in targets.items()} == {
         "crm": ("sync-crm-cdc_crm", "postgres", "cdc.sync_positions"),
-        "erp": ("sync-erp-4242", "mysql", "cdc.sync_positions")}
+        "erp": ("sync-erp-4242", "mysql", "cdc.sync_positions"),
+    }

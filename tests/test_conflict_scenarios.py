@@ -32,12 +32,15 @@ status_order = ["lead", "qualified", "proposal", "won"]
 
 @pytest.fixture
 def crm(pg_server, tmp_path):
-    setup = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers", "public.deals", "public.counters"],
-                     extra_config=CONFIG)
+    setup = CdcSetup(
+        pg_server, tmp_path, SCHEMA, ["public.customers", "public.deals", "public.counters"], extra_config=CONFIG
+    )
     setup.setup()
     with setup.source() as conn:
-        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
-                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+        conn.execute(
+            "INSERT INTO customers (id, name, phone, email, updated_by)"
+            " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')"
+        )
         conn.execute("INSERT INTO deals VALUES (7, 'Renewal', 'proposal', 'sales-app')")
         conn.execute("INSERT INTO counters VALUES (1, 100)")
     return setup
@@ -52,16 +55,22 @@ def _conflicts(crm: CdcSetup, *args: str) -> list[dict]:
 def test_stale_full_row_save_by_another_application(crm):
     sales, erp = crm.source(), crm.source()
     stale = erp.execute("SELECT name, phone, email, lock_version FROM customers WHERE id = 42").fetchone()
-    sales.execute("UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
-                  " updated_by = 'sales-app', updated_at = now() WHERE id = 42")
+    sales.execute(
+        "UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app', updated_at = now() WHERE id = 42"
+    )
     # erp-sync saves the whole row it read before, with its own change of the e-mail
-    erp.execute("UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = %s + 1,"
-                " updated_by = 'erp-sync', updated_at = now() WHERE id = 42", (stale[0], stale[1], stale[3]))
+    erp.execute(
+        "UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = %s + 1,"
+        " updated_by = 'erp-sync', updated_at = now() WHERE id = 42",
+        (stale[0], stale[1], stale[3]),
+    )
     sales.close(), erp.close()
     crm.drain()
     found = _conflicts(crm, "--type", "lost_update")
     assert [(c["rule"], c["fields"]) for c in found] == [
-        ("a stale full-row save reverted the previous write", ["phone"])]
+        ("a stale full-row save reverted the previous write", ["phone"])
+    ]
     stale_save = found[0]
     assert stale_save["key"] == '{"id":42}' and stale_save["table"] == "public.customers"
     assert [e["writer"] for e in stale_save["events"]] == ["sales-app", "erp-sync"]
@@ -78,15 +87,20 @@ def test_status_moving_backwards_and_delete_racing_an_update(crm):
     with crm.source() as conn:
         conn.execute("UPDATE deals SET stage = 'won', updated_by = 'sales-app' WHERE id = 7")
         conn.execute("UPDATE deals SET stage = 'qualified', updated_by = 'erp-sync' WHERE id = 7")
-        conn.execute("UPDATE customers SET phone = '555-0300', lock_version = 2, updated_by = 'sales-app'"
-                     " WHERE id = 42")
+        conn.execute(
+            "UPDATE customers SET phone = '555-0300', lock_version = 2, updated_by = 'sales-app' WHERE id = 42"
+        )
         conn.execute("DELETE FROM customers WHERE id = 42")
     crm.drain()
     kinds = {(c["type"], c["table"]) for c in _conflicts(crm)}
     assert ("state_regression", "public.deals") in kinds
     assert ("update_delete", "public.customers") in kinds
     regression = _conflicts(crm, "--type", "state_regression")[0]
-    assert regression["evidence"] == {"from": "won", "to": "qualified", "order": ["lead", "qualified", "proposal", "won"]}
+    assert regression["evidence"] == {
+        "from": "won",
+        "to": "qualified",
+        "order": ["lead", "qualified", "proposal", "won"],
+    }
 
 
 def test_duplicate_natural_key(crm):
@@ -94,7 +108,9 @@ def test_duplicate_natural_key(crm):
         conn.execute("INSERT INTO customers (id, name, email, updated_by) VALUES (43, 'Ada L.', 'ada@x.io', 'web')")
     crm.drain()
     found = _conflicts(crm, "--type", "duplicate_key")
-    assert [(c["key"], c["fields"], c["evidence"]["owner_key"]) for c in found] == [('{"id":43}', ["email"], '{"id":42}')]
+    assert [(c["key"], c["fields"], c["evidence"]["owner_key"]) for c in found] == [
+        ('{"id":43}', ["email"], '{"id":42}')
+    ]
 
 
 def test_benign_counters_and_own_edits_raise_nothing(crm):
@@ -102,8 +118,11 @@ def test_benign_counters_and_own_edits_raise_nothing(crm):
         for delta in (5, -5, 3, -3, 7, 1, -1):
             conn.execute("UPDATE counters SET x = x + %s WHERE id = 1", (delta,))
         for phone in ("555-1", "555-2", "555-0100"):
-            conn.execute("UPDATE customers SET phone = %s, lock_version = lock_version + 1, updated_by = 'sales-app'"
-                         " WHERE id = 42", (phone,))
+            conn.execute(
+                "UPDATE customers SET phone = %s, lock_version = lock_version + 1, updated_by = 'sales-app'"
+                " WHERE id = 42",
+                (phone,),
+            )
     crm.drain()
     assert _conflicts(crm) == []
 
@@ -111,43 +130,61 @@ def test_benign_counters_and_own_edits_raise_nothing(crm):
 def test_stale_optimistic_lock_write(crm):
     first, second = crm.source(), crm.source()
     read_version = second.execute("SELECT lock_version FROM customers WHERE id = 42").fetchone()[0]
-    first.execute("UPDATE customers SET name = 'Ada Lovelace', lock_version = lock_version + 1,"
-                  " updated_by = 'sales-app' WHERE id = 42")
+    first.execute(
+        "UPDATE customers SET name = 'Ada Lovelace', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42"
+    )
     # the second session writes the version it computed from its stale read, without checking it
-    second.execute("UPDATE customers SET phone = '555-0400', lock_version = %s, updated_by = 'erp-sync'"
-                   " WHERE id = 42", (read_version + 1,))
+    second.execute(
+        "UPDATE customers SET phone = '555-0400', lock_version = %s, updated_by = 'erp-sync' WHERE id = 42",
+        (read_version + 1,),
+    )
     first.close(), second.close()
     crm.drain()
     found = _conflicts(crm, "--type", "lost_update")
     assert [(c["fields"], c["evidence"]) for c in found] == [
-        (["lock_version"], {"previous_version": 2, "new_version": 2})]
+        (["lock_version"], {"previous_version": 2, "new_version": 2})
+    ]
     assert [e["writer"] for e in found[0]["events"]] == ["sales-app", "erp-sync"]
 
 
 def test_manual_policy_holds_the_key_until_a_person_resolves_it(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config=CONFIG.replace('ignore_columns = ["updated_at"]',
-                                               'ignore_columns = ["updated_at"]\npolicy = "manual"'))
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        SCHEMA,
+        ["public.customers"],
+        extra_config=CONFIG.replace(
+            'ignore_columns = ["updated_at"]', 'ignore_columns = ["updated_at"]\npolicy = "manual"'
+        ),
+    )
     crm.setup()
     with crm.source() as conn:
-        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
-                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+        conn.execute(
+            "INSERT INTO customers (id, name, phone, email, updated_by)"
+            " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')"
+        )
     crm.drain()
     sales, erp = crm.source(), crm.source()
     stale = erp.execute("SELECT name, phone FROM customers WHERE id = 42").fetchone()
     sales.execute("UPDATE customers SET phone = '555-0199', lock_version = 2, updated_by = 'sales-app' WHERE id = 42")
-    erp.execute("UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = 3,"
-                " updated_by = 'erp-sync' WHERE id = 42", stale)
+    erp.execute(
+        "UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = 3,"
+        " updated_by = 'erp-sync' WHERE id = 42",
+        stale,
+    )
     sales.close(), erp.close()
     crm.drain()
     pending = _conflicts(crm, "--status", "pending")
     assert [(c["type"], c["fields"], c["resolution"]) for c in pending] == [
-        ("lost_update", ["phone"], {"policy": "manual"})]
+        ("lost_update", ["phone"], {"policy": "manual"})
+    ]
     assert json.loads(crm.cdc("status", "--json").stdout)["open_conflicts"] == {"lost_update": 1}
     assert "open conflicts: 1 (1 lost_update; see cdc conflicts list)" in crm.cdc("status").stdout
     with crm.target() as dst:  # the target keeps the last agreed row
         assert dst.execute("SELECT phone, email, updated_by FROM customers").fetchall() == [
-            ("555-0199", "ada@x.io", "sales-app")]
+            ("555-0199", "ada@x.io", "sales-app")
+        ]
 
     resolved = crm.cdc("conflicts", "resolve", pending[0]["id"], "--merge")
     assert resolved.returncode == 0, resolved.stderr
@@ -157,7 +194,8 @@ def test_manual_policy_holds_the_key_until_a_person_resolves_it(pg_server, tmp_p
     crm.drain()
     with crm.target() as dst:  # the merged row: sales-app's phone and erp-sync's e-mail
         assert dst.execute("SELECT phone, email, updated_by FROM customers").fetchall() == [
-            ("555-0199", "ada@erp.example", "erp-sync")]
+            ("555-0199", "ada@erp.example", "erp-sync")
+        ]
     assert _conflicts(crm, "--status", "resolved_by_hand")[0]["resolution"]["merged"] is True
     with crm.source() as conn:  # the key is released: later changes flow again
         conn.execute("UPDATE customers SET name = 'Ada K.', lock_version = 4, updated_by = 'erp-sync' WHERE id = 42")
@@ -170,16 +208,25 @@ def test_manual_policy_holds_the_key_until_a_person_resolves_it(pg_server, tmp_p
 
 def _lost_update_with_repair(pg_server, tmp_path, repair: str) -> CdcSetup:
     """sales-app's phone change reverted by erp-sync's stale save, with ``repair`` on the table."""
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config=CONFIG.replace('ignore_columns = ["updated_at"]',
-                                               f'ignore_columns = ["updated_at"]\nrepair = "{repair}"'))
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        SCHEMA,
+        ["public.customers"],
+        extra_config=CONFIG.replace(
+            'ignore_columns = ["updated_at"]', f'ignore_columns = ["updated_at"]\nrepair = "{repair}"'
+        ),
+    )
     crm.setup()
     with crm.source() as conn:
-        conn.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
-                     " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')")
+        conn.execute(
+            "INSERT INTO customers (id, name, phone, email, updated_by)"
+            " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')"
+        )
         conn.execute("UPDATE customers SET phone = '555-0199', lock_version = 2, updated_by = 'sales-app'")
-        conn.execute("UPDATE customers SET phone = '555-0100', email = 'b@x.io', lock_version = 3,"
-                     " updated_by = 'erp-sync'")
+        conn.execute(
+            "UPDATE customers SET phone = '555-0100', email = 'b@x.io', lock_version = 3, updated_by = 'erp-sync'"
+        )
     crm.drain()
     return crm
 
@@ -221,4 +268,5 @@ def test_truncate_and_key_changes_end_rows_without_false_duplicates(crm):
         conn.execute("INSERT INTO customers (id, name, email) VALUES (60, 'dup', 'k@x.io')")
     crm.drain()
     assert [(c["type"], c["key"], c["evidence"]["owner_key"]) for c in _conflicts(crm)] == [
-        ("duplicate_key", '{"id":60}', '{"id":51}')]
+        ("duplicate_key", '{"id":60}', '{"id":51}')
+    ]

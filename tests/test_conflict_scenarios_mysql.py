@@ -49,13 +49,16 @@ def erp(mariadb_server, pg_server, tmp_path):
     with setup.config.open("a") as config:
         config.write(_rules(setup.source_db))
     setup.setup()
-    setup.execute("INSERT INTO customers (id, name, phone, email, updated_by)"
-                  " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')",
-                  "INSERT INTO deals VALUES (7, 'Renewal', 'proposal', 'sales-app')")
+    setup.execute(
+        "INSERT INTO customers (id, name, phone, email, updated_by)"
+        " VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import')",
+        "INSERT INTO deals VALUES (7, 'Renewal', 'proposal', 'sales-app')",
+    )
     return setup
 
 
 # -- sessions ----------------------------------------------------------------------------
+
 
 def _session(erp: MysqlCdcSetup):
     """A session of its own (autocommit; ``conn.begin()`` opens a transaction)."""
@@ -87,16 +90,25 @@ class _Blocked:
         def run() -> None:
             try:
                 self.rowcount = _run(conn, statement, args)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in join()
+            except BaseException as exc:
                 self.error = exc
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
         with erp.mysql() as watch:
-            wait_for(lambda: self.error is not None or _one(
-                watch, "SELECT COUNT(*) FROM information_schema.INNODB_TRX"
-                       " WHERE trx_mysql_thread_id = %s AND trx_state = 'LOCK WAIT'", (thread_id,))[0],
-                     timeout=30, what="the statement to wait for the row lock")
+            wait_for(
+                lambda: (
+                    self.error is not None
+                    or _one(
+                        watch,
+                        "SELECT COUNT(*) FROM information_schema.INNODB_TRX"
+                        " WHERE trx_mysql_thread_id = %s AND trx_state = 'LOCK WAIT'",
+                        (thread_id,),
+                    )[0]
+                ),
+                timeout=30,
+                what="the statement to wait for the row lock",
+            )
         assert self.error is None, self.error
 
     def join(self) -> int:
@@ -108,6 +120,7 @@ class _Blocked:
 
 
 # -- reading what cdc found ----------------------------------------------------------------
+
 
 def _conflicts(erp: MysqlCdcSetup, *args: str) -> list[dict]:
     result = erp.cdc("conflicts", "list", "--json", *args)
@@ -126,16 +139,24 @@ def _ids(conflict: dict) -> list[str]:
 
 # -- the scenarios -------------------------------------------------------------------------
 
+
 def test_stale_full_row_save_by_another_application(erp):
     sales, sync = _session(erp), _session(erp)
     sync.begin()  # erp-sync reads the row in its transaction ...
     stale = _one(sync, "SELECT name, phone, email, lock_version FROM customers WHERE id = 42")
     # ... sales changes the phone meanwhile ...
-    _run(sales, "UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
-                " updated_by = 'sales-app' WHERE id = 42")
+    _run(
+        sales,
+        "UPDATE customers SET phone = '555-0199', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42",
+    )
     # ... and erp-sync saves the whole row it read, with its own change of the e-mail
-    _run(sync, "UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = %s + 1,"
-               " updated_by = 'erp-sync' WHERE id = 42", (stale[0], stale[1], stale[3]))
+    _run(
+        sync,
+        "UPDATE customers SET name = %s, phone = %s, email = 'ada@erp.example', lock_version = %s + 1,"
+        " updated_by = 'erp-sync' WHERE id = 42",
+        (stale[0], stale[1], stale[3]),
+    )
     sync.commit()
     sales.close(), sync.close()
     erp.drain()
@@ -143,7 +164,11 @@ def test_stale_full_row_save_by_another_application(erp):
     insert, by_sales, by_sync = _row_events(erp, "customers", 42)
     assert (by_sales["writer"], by_sync["writer"]) == ("sales-app", "erp-sync")
     assert by_sync["after"]["phone"] == "555-0100" and by_sync["changed"] == [
-        "phone", "email", "updated_by", "updated_at"]
+        "phone",
+        "email",
+        "updated_by",
+        "updated_at",
+    ]
     found = _conflicts(erp)
     assert [(c["type"], c["key"], c["fields"]) for c in found] == [("lost_update", '{"id":42}', ["phone"])]
     lost = found[0]
@@ -162,12 +187,18 @@ def test_stale_optimistic_lock_write(erp):
     first, second = _session(erp), _session(erp)
     second.begin()
     read_version = _one(second, "SELECT lock_version FROM customers WHERE id = 42")[0]
-    _run(first, "UPDATE customers SET name = 'Ada Lovelace', lock_version = lock_version + 1,"
-                " updated_by = 'sales-app' WHERE id = 42")
+    _run(
+        first,
+        "UPDATE customers SET name = 'Ada Lovelace', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42",
+    )
     # the second session writes the version it computed from its stale read, without checking it;
     # it changes the phone too (MariaDB does not log an UPDATE that changes no value)
-    _run(second, "UPDATE customers SET phone = '555-0400', lock_version = %s, updated_by = 'erp-sync'"
-                 " WHERE id = 42", (read_version + 1,))
+    _run(
+        second,
+        "UPDATE customers SET phone = '555-0400', lock_version = %s, updated_by = 'erp-sync' WHERE id = 42",
+        (read_version + 1,),
+    )
     second.commit()
     first.close(), second.close()
     erp.drain()
@@ -176,7 +207,8 @@ def test_stale_optimistic_lock_write(erp):
     assert by_sales["after"]["lock_version"] == by_sync["after"]["lock_version"] == 2
     found = _conflicts(erp)
     assert [(c["type"], c["key"], c["fields"], c["evidence"]) for c in found] == [
-        ("lost_update", '{"id":42}', ["lock_version"], {"previous_version": 2, "new_version": 2})]
+        ("lost_update", '{"id":42}', ["lock_version"], {"previous_version": 2, "new_version": 2})
+    ]
     assert found[0]["rule"] == "version_column did not advance (a write based on a stale read)"
     assert _ids(found[0]) == [by_sales["event_id"], by_sync["event_id"]]
     assert [e["writer"] for e in found[0]["events"]] == ["sales-app", "erp-sync"]
@@ -186,11 +218,18 @@ def test_stale_optimistic_lock_write(erp):
 def test_two_writers_editing_the_same_field(erp):
     sales, marketing = _session(erp), _session(erp)
     sales.begin()
-    _run(sales, "UPDATE customers SET phone = '555-0111', lock_version = lock_version + 1,"
-                " updated_by = 'sales-app' WHERE id = 42")
+    _run(
+        sales,
+        "UPDATE customers SET phone = '555-0111', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42",
+    )
     # marketing automation edits the same field at the same time: it waits for sales' row lock
-    blocked = _Blocked(erp, marketing, "UPDATE customers SET phone = '555-0222', lock_version = lock_version + 1,"
-                                       " updated_by = 'marketing' WHERE id = 42")
+    blocked = _Blocked(
+        erp,
+        marketing,
+        "UPDATE customers SET phone = '555-0222', lock_version = lock_version + 1,"
+        " updated_by = 'marketing' WHERE id = 42",
+    )
     sales.commit()
     assert blocked.join() == 1
     sales.close(), marketing.close()
@@ -212,8 +251,11 @@ def test_two_writers_editing_the_same_field(erp):
 def test_delete_racing_an_update(erp):
     sales, cleanup = _session(erp), _session(erp)
     sales.begin()
-    _run(sales, "UPDATE customers SET phone = '555-0300', lock_version = lock_version + 1,"
-                " updated_by = 'sales-app' WHERE id = 42")
+    _run(
+        sales,
+        "UPDATE customers SET phone = '555-0300', lock_version = lock_version + 1,"
+        " updated_by = 'sales-app' WHERE id = 42",
+    )
     # a clean-up job deletes the customer while sales is still saving it: it waits for the lock
     blocked = _Blocked(erp, cleanup, "DELETE FROM customers WHERE id = 42")
     sales.commit()
@@ -250,7 +292,10 @@ def test_status_moving_backwards(erp):
     assert sorted(found) == ["concurrent_overwrite", "state_regression"]
     regression = found["state_regression"]
     assert (regression["key"], regression["fields"], regression["table"]) == (
-        '{"id":7}', ["stage"], f"{erp.source_db}.deals")
+        '{"id":7}',
+        ["stage"],
+        f"{erp.source_db}.deals",
+    )
     assert regression["evidence"] == {"from": "won", "to": "qualified", "order": ORDER}
     assert _ids(regression) == [back["event_id"]]
     assert regression["events"][0]["writer"] == "erp-sync"
@@ -276,7 +321,8 @@ def test_duplicate_insert_of_a_natural_key(erp):
     [second] = _row_events(erp, "customers", 51)
     found = _conflicts(erp)
     assert [(c["type"], c["key"], c["fields"], c["evidence"]["owner_key"]) for c in found] == [
-        ("duplicate_key", '{"id":51}', ["email"], '{"id":50}')]
+        ("duplicate_key", '{"id":51}', ["email"], '{"id":50}')
+    ]
     assert found[0]["evidence"]["natural_key"] == {"email": "grace@x.io"}
     assert _ids(found[0]) == [first["event_id"], second["event_id"]]
     assert [e["writer"] for e in found[0]["events"]] == ["web-form", "erp-sync"]

@@ -7,8 +7,16 @@ from decimal import Decimal
 
 import pytest
 
-from cdc.targets.convert import (FAMILIES, ConversionError, column_converter, convert_row, dump_json, load_doc,
-                                 mysql_family, postgres_family)
+from cdc.targets.convert import (
+    FAMILIES,
+    ConversionError,
+    column_converter,
+    convert_row,
+    dump_json,
+    load_doc,
+    mysql_family,
+    postgres_family,
+)
 from cdc.values import RawJson, Verbatim, dumps_row
 
 
@@ -34,7 +42,9 @@ def test_unknown_family():
 def test_load_doc_keeps_every_digit_and_dump_json_writes_them_back():
     doc = load_doc('{"a":[1,2.50,-0.0,1e+300],"n":1.000000000000000000001,"big":123456789012345678901234567890}')
     assert doc["n"] == Decimal("1.000000000000000000001")
-    assert dump_json(doc) == '{"a":[1,2.50,-0.0,1E+300],"n":1.000000000000000000001,"big":123456789012345678901234567890}'
+    assert (
+        dump_json(doc) == '{"a":[1,2.50,-0.0,1E+300],"n":1.000000000000000000001,"big":123456789012345678901234567890}'
+    )
     assert dump_json({"é": "😀", "q": '"', "t": True, "z": None}) == '{"é":"😀","q":"\\"","t":true,"z":null}'
 
 
@@ -179,37 +189,53 @@ def test_convert_row_names_the_column():
         convert_row({"id": 1, "m": "NaN"}, converters)
 
 
-@pytest.mark.parametrize("data_type, column_type, family", [
-    ("bigint", "bigint(20) unsigned", "integer"),
-    ("tinyint", "tinyint(1)", "integer"),
-    ("year", "year(4)", "integer"),
-    ("decimal", "decimal(65,30)", "decimal"),
-    ("double", "double", "float"),
-    ("float", "float", "float"),
-    ("datetime", "datetime(6)", "datetime"),
-    ("timestamp", "timestamp(6)", "datetime"),
-    ("date", "date", "date"),
-    ("time", "time(6)", "time"),
-    ("varchar", "varchar(100)", "text"),
-    ("longtext", "longtext", "text"),
-    ("enum", "enum('a','b')", "text"),
-    ("set", "set('a','b')", "set"),
-    ("bit", "bit(8)", "bit"),
-    ("blob", "blob", "binary"),
-    ("varbinary", "varbinary(16)", "binary"),
-    ("json", "json", "json"),
-    ("", "MEDIUMBLOB", "binary"),
-    ("uuid", "uuid", "text"),
-])
+@pytest.mark.parametrize(
+    "data_type, column_type, family",
+    [
+        ("bigint", "bigint(20) unsigned", "integer"),
+        ("tinyint", "tinyint(1)", "integer"),
+        ("year", "year(4)", "integer"),
+        ("decimal", "decimal(65,30)", "decimal"),
+        ("double", "double", "float"),
+        ("float", "float", "float"),
+        ("datetime", "datetime(6)", "datetime"),
+        ("timestamp", "timestamp(6)", "datetime"),
+        ("date", "date", "date"),
+        ("time", "time(6)", "time"),
+        ("varchar", "varchar(100)", "text"),
+        ("longtext", "longtext", "text"),
+        ("enum", "enum('a','b')", "text"),
+        ("set", "set('a','b')", "set"),
+        ("bit", "bit(8)", "bit"),
+        ("blob", "blob", "binary"),
+        ("varbinary", "varbinary(16)", "binary"),
+        ("json", "json", "json"),
+        ("", "MEDIUMBLOB", "binary"),
+        ("uuid", "uuid", "text"),
+    ],
+)
 def test_mysql_family(data_type, column_type, family):
     assert mysql_family(data_type, column_type) == family
 
 
-@pytest.mark.parametrize("udt_name, family", [
-    ("bytea", "binary"), ("json", "json"), ("jsonb", "json"), ("_int4", "array"), ("_text", "array"),
-    ("bool", "bool"), ("int8", "integer"), ("numeric", "decimal"), ("float8", "decimal"),
-    ("timestamptz", "text"), ("timestamp", "text"), ("interval", "text"), ("uuid", "text"),
-    ("my_enum", "text"),
-])
+@pytest.mark.parametrize(
+    "udt_name, family",
+    [
+        ("bytea", "binary"),
+        ("json", "json"),
+        ("jsonb", "json"),
+        ("_int4", "array"),
+        ("_text", "array"),
+        ("bool", "bool"),
+        ("int8", "integer"),
+        ("numeric", "decimal"),
+        ("float8", "decimal"),
+        ("timestamptz", "text"),
+        ("timestamp", "text"),
+        ("interval", "text"),
+        ("uuid", "text"),
+        ("my_enum", "text"),
+    ],
+)
 def test_postgres_family(udt_name, family):
     assert postgres_family(udt_name) == family

@@ -10,7 +10,9 @@ from collections import Counter
 from tests.helpers import CdcSetup, wait_for
 
 SCHEMA = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text NOT NULL, n integer NOT NULL);"
-TARGET = SCHEMA + """
+TARGET = (
+    SCHEMA
+    + """
 CREATE TABLE public.applied_log (id bigint, n integer, op text);
 CREATE FUNCTION log_applied() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -24,6 +26,7 @@ END $$;
 CREATE TRIGGER log_applied AFTER INSERT OR UPDATE OR DELETE ON customers
     FOR EACH ROW EXECUTE FUNCTION log_applied();
 """
+)
 
 
 def _workload(crm: CdcSetup, changes: list[int]) -> None:
@@ -33,13 +36,16 @@ def _workload(crm: CdcSetup, changes: list[int]) -> None:
         for round_ in range(40):
             size = 1 if round_ % 4 == 0 else 250
             with conn.transaction():
-                conn.execute("INSERT INTO customers SELECT i, 'c' || i, 0 FROM generate_series(%s::int, %s::int) i",
-                             (next_id, next_id + size - 1))
+                conn.execute(
+                    "INSERT INTO customers SELECT i, 'c' || i, 0 FROM generate_series(%s::int, %s::int) i",
+                    (next_id, next_id + size - 1),
+                )
             changes[0] += size
             next_id += size
             with conn.transaction():
-                updated = conn.execute("UPDATE customers SET n = n + 1, name = name || '.' WHERE id %% 3 = %s::int",
-                                       (round_ % 3,)).rowcount
+                updated = conn.execute(
+                    "UPDATE customers SET n = n + 1, name = name || '.' WHERE id %% 3 = %s::int", (round_ % 3,)
+                ).rowcount
             changes[0] += updated
             with conn.transaction():
                 deleted = conn.execute("DELETE FROM customers WHERE id %% 97 = %s::int", (round_ % 97,)).rowcount
@@ -74,8 +80,10 @@ def test_sigkill_mid_stream_loses_and_repeats_nothing(pg_server, tmp_path):
     assert len(events) == changes[0]
 
     with crm.source() as src, crm.target() as dst:
-        assert (src.execute("SELECT id, name, n FROM customers ORDER BY id").fetchall()
-                == dst.execute("SELECT id, name, n FROM customers ORDER BY id").fetchall())
+        assert (
+            src.execute("SELECT id, name, n FROM customers ORDER BY id").fetchall()
+            == dst.execute("SELECT id, name, n FROM customers ORDER BY id").fetchall()
+        )
         applied = dst.execute("SELECT id, n, op FROM applied_log").fetchall()
     assert len(applied) == changes[0]
     assert len(set(applied)) == len(applied)

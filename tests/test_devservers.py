@@ -6,8 +6,9 @@ import uuid
 
 import psycopg
 import pymysql
+import pytest
 
-from cdc.devservers import ThrowawayMariaDB, ThrowawayPostgres
+from devtools.servers import ThrowawayMariaDB, ThrowawayPostgres
 
 
 def mariadb_connect(server: ThrowawayMariaDB, database: str | None = None) -> pymysql.connections.Connection:
@@ -48,9 +49,12 @@ def test_pg_logical_slot_with_pgoutput(pg_server: ThrowawayPostgres) -> None:
         row = conn.execute("SELECT plugin, slot_type FROM pg_replication_slots WHERE slot_name = %s", (slot,))
         assert row.fetchone() == ("pgoutput", "logical")
         conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone() == (
+            0,
+        )
 
 
+@pytest.mark.server
 def test_pg_restart_keeps_data() -> None:
     with ThrowawayPostgres(settings={"wal_sender_timeout": "10s"}) as server:
         port, datadir = server.port, server.datadir
@@ -105,6 +109,7 @@ def test_mariadb_write_reaches_binlog(mariadb_server: ThrowawayMariaDB) -> None:
     assert gtid_pos and gtid_pos.startswith("0-1-")
 
 
+@pytest.mark.server
 def test_mariadb_restart_keeps_data() -> None:
     with ThrowawayMariaDB(settings={"binlog_checksum": "NONE"}) as server:
         port, datadir = server.port, server.datadir

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 import psycopg
 import pytest
 
-from cdc.sources.pg_protocol import parse_lsn
+from cdc.sources.postgres.protocol import parse_lsn
 from tests.helpers import CdcSetup
 
 SCHEMA = """
@@ -65,10 +65,18 @@ def test_every_type_reaches_both_targets_exactly(crm):
     with crm.source() as conn:
         start = parse_lsn(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
         txns = [
-            _txn(conn, FULL_ROW, "INSERT INTO customers (id) VALUES (2)", "INSERT INTO customers (id, name) VALUES (3, 'x')"),
+            _txn(
+                conn,
+                FULL_ROW,
+                "INSERT INTO customers (id) VALUES (2)",
+                "INSERT INTO customers (id, name) VALUES (3, 'x')",
+            ),
             _txn(conn, "UPDATE customers SET name = 'Zoë updated ✓', amount = amount + 1 WHERE id = 1"),
-            _txn(conn, "UPDATE customers SET measure = 'NaN', ratio = '-Infinity', seen = 'infinity',"
-                       " email = NULL, labels = '{}' WHERE id = 2"),
+            _txn(
+                conn,
+                "UPDATE customers SET measure = 'NaN', ratio = '-Infinity', seen = 'infinity',"
+                " email = NULL, labels = '{}' WHERE id = 2",
+            ),
             _txn(conn, "DELETE FROM customers WHERE id = 3"),
             _txn(conn, "UPDATE customers SET id = 40 WHERE id = 2"),
             _txn(conn, "UPDATE customers SET notes = notes || 'tail' WHERE id = 1"),
@@ -84,9 +92,14 @@ def test_every_type_reaches_both_targets_exactly(crm):
 
     events = crm.events()
     assert [(e["op"], e["key"]) for e in events] == [
-        ("insert", {"id": 1}), ("insert", {"id": 2}), ("insert", {"id": 3}),
-        ("update", {"id": 1}), ("update", {"id": 2}), ("delete", {"id": 3}),
-        ("update", {"id": 40}), ("update", {"id": 1}),
+        ("insert", {"id": 1}),
+        ("insert", {"id": 2}),
+        ("insert", {"id": 3}),
+        ("update", {"id": 1}),
+        ("update", {"id": 2}),
+        ("delete", {"id": 3}),
+        ("update", {"id": 40}),
+        ("update", {"id": 1}),
     ]
     assert [e["version"] for e in events] == [1, 1, 1, 2, 2, 2, 1, 3]
 
@@ -105,15 +118,30 @@ def test_every_type_reaches_both_targets_exactly(crm):
 
     first = events[0]["after"]
     assert first == {
-        "id": 1, "small": -32768, "whole": 2147483647, "big": "9223372036854775807",
-        "amount": BIG_NUMERIC, "ratio": 1.5, "measure": 0.1, "active": True,
-        "name": "Zoë 😀 日本語", "email": "zoe@example.com", "code": "ab   ",
-        "seen": "2026-11-22T10:00:00.123456", "changed_at": "2026-11-22T08:00:00.123456+00:00",
-        "born": "2026-11-22", "opens": "10:00:00.500000", "term": "P1Y2M3DT4H5M6.5S",
+        "id": 1,
+        "small": -32768,
+        "whole": 2147483647,
+        "big": "9223372036854775807",
+        "amount": BIG_NUMERIC,
+        "ratio": 1.5,
+        "measure": 0.1,
+        "active": True,
+        "name": "Zoë 😀 日本語",
+        "email": "zoe@example.com",
+        "code": "ab   ",
+        "seen": "2026-11-22T10:00:00.123456",
+        "changed_at": "2026-11-22T08:00:00.123456+00:00",
+        "born": "2026-11-22",
+        "opens": "10:00:00.500000",
+        "term": "P1Y2M3DT4H5M6.5S",
         "ref": str(uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
-        "doc": {"a": [1, 2.5]}, "attrs": {"n": 1.0},
-        "photo": base64.b64encode(b"\x00\xff\x10").decode(), "scores": [1, None, 3],
-        "labels": ["a b", "c,d", None], "stage": "won", "notes": first["notes"],
+        "doc": {"a": [1, 2.5]},
+        "attrs": {"n": 1.0},
+        "photo": base64.b64encode(b"\x00\xff\x10").decode(),
+        "scores": [1, None, 3],
+        "labels": ["a b", "c,d", None],
+        "stage": "won",
+        "notes": first["notes"],
     }
     # numbers inside JSON keep every digit in the event text
     raw_first = crm.jsonl.read_text(encoding="utf-8").splitlines()[0]
@@ -124,7 +152,7 @@ def test_every_type_reaches_both_targets_exactly(crm):
     assert update["before"] == first
     assert update["changed"] == ["amount", "name"]
     assert update["after"]["amount"] == "12345678901234567891.12345678901234567890"
-    assert update["after"]["notes"] == big[: -4] and len(update["after"]["notes"]) > 3_000_000  # TOAST filled in
+    assert update["after"]["notes"] == big[:-4] and len(update["after"]["notes"]) > 3_000_000  # TOAST filled in
 
     special = events[4]["after"]
     assert special["measure"] == "NaN" and special["ratio"] == "-Infinity" and special["seen"] == "infinity"
@@ -146,8 +174,10 @@ def test_restart_continues_without_duplicates(crm):
     events = crm.events()
     assert len(events) == 60 and len({e["event_id"] for e in events}) == 60
     with crm.source() as src, crm.target() as dst:
-        assert (src.execute("SELECT c::text FROM customers c ORDER BY id").fetchall()
-                == dst.execute("SELECT c::text FROM customers c ORDER BY id").fetchall())
+        assert (
+            src.execute("SELECT c::text FROM customers c ORDER BY id").fetchall()
+            == dst.execute("SELECT c::text FROM customers c ORDER BY id").fetchall()
+        )
     status = json.loads(crm.cdc("status", "--json").stdout)
     source = status["sources"][0]
     assert source["events"] == 60 and source["server"]["active"] is False

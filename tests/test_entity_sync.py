@@ -35,8 +35,9 @@ class TwoSources(CdcSetup):
     """crm (PostgreSQL) and erp (MariaDB), one customers entity, a PostgreSQL mirror of both (the
     helpers of ``CdcSetup``: ``cdc``, ``start``, ``events``, ``daemon_log``, ``drop_slot``)."""
 
-    def __init__(self, pg_server, mariadb_server, tmp_path: Path, policy: str = "last_writer_wins",
-                 sync: bool = True) -> None:
+    def __init__(
+        self, pg_server, mariadb_server, tmp_path: Path, policy: str = "last_writer_wins", sync: bool = True
+    ) -> None:
         n = f"{os.getpid()}_{next(_counter)}"
         CREATED.append(self)
         self.pg_admin_dsn = pg_server.dsn()
@@ -60,7 +61,7 @@ class TwoSources(CdcSetup):
         self.jsonl = tmp_path / "audit.jsonl"
         self.config = tmp_path / "cdc.toml"
         self.config.write_text(f"""
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 
 [[sources]]
 name = "crm"
@@ -119,8 +120,14 @@ max_seconds = 2
         return psycopg.connect(self.crm_dsn, autocommit=True)
 
     def erp(self, database: str | None = None) -> pymysql.connections.Connection:
-        return pymysql.connect(host=self.mariadb.host, port=self.mariadb.port, user="root", autocommit=True,
-                               charset="utf8mb4", database=database)
+        return pymysql.connect(
+            host=self.mariadb.host,
+            port=self.mariadb.port,
+            user="root",
+            autocommit=True,
+            charset="utf8mb4",
+            database=database,
+        )
 
     def crm_rows(self, table: str = "public.customers", dsn: str | None = None) -> list[tuple]:
         with psycopg.connect(dsn or self.crm_dsn) as conn:
@@ -208,8 +215,7 @@ def test_concurrent_changes_of_one_customer_in_both_sources(pg_server, mariadb_s
     assert two.crm_rows()[0][2:5] == ("555-0799", "bo@x.io", "900.00")
 
 
-def test_a_divergence_held_for_review_is_written_into_both_sources_once_resolved(pg_server, mariadb_server,
-                                                                                  tmp_path):
+def test_a_divergence_held_for_review_is_written_into_both_sources_once_resolved(pg_server, mariadb_server, tmp_path):
     two = TwoSources(pg_server, mariadb_server, tmp_path, policy="manual")
     assert two.cdc("setup").returncode == 0
     with two.crm() as crm:
@@ -250,12 +256,13 @@ def test_without_sync_contents_tell_copies_from_divergent_changes(pg_server, mar
         # another process copies each change across: no conflict (each change is captured
         # before the next is made, so the streams' order is the order of the changes)
         for write, statement in [
-                (crm, "INSERT INTO customers VALUES (5, 'Ed', '555-0500', 'ed@x.io', 50, 'sales-app')"),
-                (erp, "INSERT INTO customers VALUES (5, 'Ed', '555-0500', 'ed@x.io', 50, 'sales-app')"),
-                (crm, "UPDATE customers SET phone = '555-0501' WHERE id = 5"),
-                (erp, "UPDATE customers SET phone = '555-0501' WHERE id = 5"),
-                (erp, "UPDATE customers SET credit_limit = 75, updated_by = 'erp-user' WHERE id = 5"),
-                (crm, "UPDATE customers SET credit_limit = 75, updated_by = 'erp-user' WHERE id = 5")]:
+            (crm, "INSERT INTO customers VALUES (5, 'Ed', '555-0500', 'ed@x.io', 50, 'sales-app')"),
+            (erp, "INSERT INTO customers VALUES (5, 'Ed', '555-0500', 'ed@x.io', 50, 'sales-app')"),
+            (crm, "UPDATE customers SET phone = '555-0501' WHERE id = 5"),
+            (erp, "UPDATE customers SET phone = '555-0501' WHERE id = 5"),
+            (erp, "UPDATE customers SET credit_limit = 75, updated_by = 'erp-user' WHERE id = 5"),
+            (crm, "UPDATE customers SET credit_limit = 75, updated_by = 'erp-user' WHERE id = 5"),
+        ]:
             captured = len(two.events())
             write(statement)
             wait_for(lambda: len(two.events()) > captured, what="the change captured\n" + two.daemon_log())
@@ -291,8 +298,10 @@ def test_duplicate_inserts_of_a_natural_key_across_the_two_sources(two):
 def test_two_way_sync_under_concurrent_writers_for_a_minute(two):
     with two.crm() as crm:
         for i in range(1, 21):
-            crm.execute("INSERT INTO customers VALUES (%s, %s, '555-0000', %s, 100, 'import')",
-                        (i, f"Customer {i}", f"c{i}@x.io"))
+            crm.execute(
+                "INSERT INTO customers VALUES (%s, %s, '555-0000', %s, 100, 'import')",
+                (i, f"Customer {i}", f"c{i}@x.io"),
+            )
     with two.running() as daemon:
         wait_for(lambda: len(two.erp_rows()) == 20, timeout=60, what="the initial rows in erp\n" + two.daemon_log())
         stop = threading.Event()
@@ -315,13 +324,18 @@ def test_two_way_sync_under_concurrent_writers_for_a_minute(two):
                         field = rng.choice(["phone", "email", "name"])
                         try:
                             if rng.random() < 0.05:
-                                cur = conn.execute("INSERT INTO customers VALUES (%s, 'new', 'p', 'e', 1, 'crm')"
-                                                   " ON CONFLICT (id) DO NOTHING", (key,))
+                                cur = conn.execute(
+                                    "INSERT INTO customers VALUES (%s, 'new', 'p', 'e', 1, 'crm')"
+                                    " ON CONFLICT (id) DO NOTHING",
+                                    (key,),
+                                )
                             elif rng.random() < 0.03:
                                 cur = conn.execute("DELETE FROM customers WHERE id = %s", (key,))
                             else:
-                                cur = conn.execute(f"UPDATE customers SET {field} = %s, updated_by = 'sales-app'"
-                                                   " WHERE id = %s", (f"crm{seed}-{n}", key))
+                                cur = conn.execute(
+                                    f"UPDATE customers SET {field} = %s, updated_by = 'sales-app' WHERE id = %s",
+                                    (f"crm{seed}-{n}", key),
+                                )
                         except psycopg.errors.UniqueViolation:
                             continue
                         count("crm", cur.rowcount)
@@ -338,14 +352,17 @@ def test_two_way_sync_under_concurrent_writers_for_a_minute(two):
                             return
                         key = rng.randint(1, 24)
                         if rng.random() < 0.05:
-                            changed = cur.execute("INSERT IGNORE INTO customers VALUES (%s, 'new', 'p', 'e', 1, 'erp')",
-                                                  (key,))
+                            changed = cur.execute(
+                                "INSERT IGNORE INTO customers VALUES (%s, 'new', 'p', 'e', 1, 'erp')", (key,)
+                            )
                         elif rng.random() < 0.03:
                             changed = cur.execute("DELETE FROM customers WHERE id = %s", (key,))
                         else:
-                            changed = cur.execute("UPDATE customers SET credit_limit = %s, phone = %s,"
-                                                  " updated_by = 'erp-user' WHERE id = %s",
-                                                  (rng.randint(1, 99999), f"erp{seed}-{n}", key))
+                            changed = cur.execute(
+                                "UPDATE customers SET credit_limit = %s, phone = %s,"
+                                " updated_by = 'erp-user' WHERE id = %s",
+                                (rng.randint(1, 99999), f"erp{seed}-{n}", key),
+                            )
                         count("erp", changed)
                         time.sleep(rng.uniform(0.01, 0.04))
             except BaseException as exc:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cdc.devservers import free_port
+from devtools.servers import free_port
 from tests.helpers import PROJECT, CdcSetup
 
 SCHEMA = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text);"
@@ -16,23 +16,47 @@ SCHEMA = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text);"
 
 def _cdc(config, *args, env=None, timeout=120):
     environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cdc", *args, "--config", str(config)], capture_output=True,
-                          text=True, timeout=timeout, env=environment, cwd=PROJECT)
+    return subprocess.run(
+        [sys.executable, "-m", "cdc", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        cwd=PROJECT,
+    )
 
 
-@pytest.mark.parametrize("body, expected", [
-    ('state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "oracle"\ndsn = "postgresql://a@b/c"\n'
-     'tables = ["public.t"]\n', "sources[crm].kind: Input should be 'postgres' or 'mysql'"),
-    ('state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\ndsn = "postgresql://a@b/c"\n'
-     'tables = ["customers"]\n', "sources[crm].tables: Value error, 'customers' must be written as 'schema.table'"
-     .replace("Value error, ", "")),
-    ('state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\n'
-     'tables = ["public.t"]\n', "sources[crm].dsn: is required"),
-    ('state_dir = "/tmp/x"\n[[sources]\nname = "crm"\n', "not valid TOML"),
-    ('state_dir = "/tmp/x"\nsources = []\n[conflicts]\nwindow_seconds = -1\n', "sources: List should have at least 1 item"),
-    ('state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\ndsn = "postgresql://a@b/c"\n'
-     'tables = ["public.t"]\nbatch = 3\n', "sources[crm].batch: is not a known key"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (
+            'state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "oracle"\ndsn = "postgresql://a@b/c"\n'
+            'tables = ["public.t"]\n',
+            "sources[crm].kind: Input should be 'postgres' or 'mysql'",
+        ),
+        (
+            'state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\ndsn = "postgresql://a@b/c"\n'
+            'tables = ["customers"]\n',
+            "sources[crm].tables: Value error, 'customers' must be written as 'schema.table'".replace(
+                "Value error, ", ""
+            ),
+        ),
+        (
+            'state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\ntables = ["public.t"]\n',
+            "sources[crm].dsn: is required",
+        ),
+        ('state_dir = "/tmp/x"\n[[sources]\nname = "crm"\n', "not valid TOML"),
+        (
+            'state_dir = "/tmp/x"\nsources = []\n[conflicts]\nwindow_seconds = -1\n',
+            "sources: List should have at least 1 item",
+        ),
+        (
+            'state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\ndsn = "postgresql://a@b/c"\n'
+            'tables = ["public.t"]\nbatch = 3\n',
+            "sources[crm].batch: is not a known key",
+        ),
+    ],
+)
 def test_bad_config_is_one_line_with_exit_code_2(tmp_path, body, expected):
     config = tmp_path / "cdc.toml"
     config.write_text(body)
@@ -49,8 +73,10 @@ def test_environment_overrides_and_missing_file(tmp_path):
     result = _cdc(tmp_path / "missing.toml", "status")
     assert result.returncode == 2 and "configuration file not found" in result.stderr
     config = tmp_path / "cdc.toml"
-    config.write_text('state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\n'
-                      'dsn = "postgresql://a@b/c"\ntables = ["public.t"]\n')
+    config.write_text(
+        'state_dir = "/tmp/x"\n[[sources]]\nname = "crm"\nkind = "postgres"\n'
+        'dsn = "postgresql://a@b/c"\ntables = ["public.t"]\n'
+    )
     result = _cdc(config, "check", env={"CDC_CONFLICTS__WINDOW_SECONDS": "soon"})
     assert result.returncode == 2
     assert "conflicts.window_seconds: Input should be a valid number" in result.stderr
@@ -60,7 +86,7 @@ def test_unreachable_database_retries_with_backoff_then_gives_up(tmp_path):
     port = free_port()
     config = tmp_path / "cdc.toml"
     config.write_text(f"""
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 [[sources]]
 name = "crm"
 kind = "postgres"
@@ -131,14 +157,21 @@ def test_table_without_replica_identity_full(pg_server, tmp_path):
         conn.execute("INSERT INTO customers VALUES (1, 'a')")
     result = crm.cdc("run", "--drain")
     assert result.returncode == 3
-    assert ('table public.customers is not REPLICA IDENTITY FULL: run ALTER TABLE "public"."customers" '
-            "REPLICA IDENTITY FULL;") in _error_message(result.stdout)
+    assert (
+        'table public.customers is not REPLICA IDENTITY FULL: run ALTER TABLE "public"."customers" '
+        "REPLICA IDENTITY FULL;"
+    ) in _error_message(result.stdout)
     assert crm.events() == []
 
 
 def test_check_names_the_privileges_cdc_needs_to_write_into_a_source(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config='[[tables]]\nmatch = "public.customers"\nrepair = "write"\n')
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        SCHEMA,
+        ["public.customers"],
+        extra_config='[[tables]]\nmatch = "public.customers"\nrepair = "write"\n',
+    )
     role = f"cdc_writer_{crm.slot}"
     with crm.source() as conn:
         conn.execute(f'CREATE ROLE "{role}" LOGIN REPLICATION')
@@ -193,8 +226,10 @@ def test_drain_stopped_early_does_not_claim_success(pg_server, tmp_path):
     crm.setup()
     with crm.source() as conn:
         for i in range(60):
-            conn.execute("INSERT INTO customers SELECT i, 'n' FROM generate_series(%s::int, %s::int) i",
-                         (i * 1000 + 1, i * 1000 + 1000))
+            conn.execute(
+                "INSERT INTO customers SELECT i, 'n' FROM generate_series(%s::int, %s::int) i",
+                (i * 1000 + 1, i * 1000 + 1000),
+            )
     drain = crm.start("--drain")
     for _ in range(300):
         if "streaming slot" in crm.daemon_log():

@@ -18,13 +18,14 @@ def _peak_rss_kib(crm: CdcSetup) -> int:
 
 def _one_transaction(crm: CdcSetup, first: int, rows: int) -> None:
     with crm.source() as conn:
-        conn.execute("INSERT INTO events SELECT i, repeat(md5(i::text), 8), i * 1.25"
-                     " FROM generate_series(%s::int, %s::int) i", (first, first + rows - 1))
+        conn.execute(
+            "INSERT INTO events SELECT i, repeat(md5(i::text), 8), i * 1.25 FROM generate_series(%s::int, %s::int) i",
+            (first, first + rows - 1),
+        )
 
 
 def test_memory_does_not_grow_with_transaction_size(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.events"],
-                   extra_config='[log]\nlevel = "warning"\n')
+    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.events"], extra_config='[log]\nlevel = "warning"\n')
     crm.setup()
     _one_transaction(crm, 1, 20_000)
     small = _peak_rss_kib(crm)

@@ -35,19 +35,23 @@ def _equal(erp: MysqlCdcSetup) -> None:
 def test_ddl_between_batches_gives_the_right_column_names(erp):
     erp.execute("INSERT INTO customers VALUES (1, 'a', 1)", "UPDATE customers SET n = 2 WHERE id = 1")
     erp.drain()
-    erp.execute("ALTER TABLE customers ADD COLUMN email VARCHAR(100) AFTER name",
-                "INSERT INTO customers VALUES (2, 'b', 'b@x.io', 1)",
-                "UPDATE customers SET email = 'a@x.io' WHERE id = 1",
-                "ALTER TABLE customers RENAME COLUMN name TO full_name",
-                "INSERT INTO customers VALUES (3, 'c', 'c@x.io', 1)",
-                "ALTER TABLE customers DROP COLUMN email",
-                "UPDATE customers SET n = 3 WHERE id = 3")
+    erp.execute(
+        "ALTER TABLE customers ADD COLUMN email VARCHAR(100) AFTER name",
+        "INSERT INTO customers VALUES (2, 'b', 'b@x.io', 1)",
+        "UPDATE customers SET email = 'a@x.io' WHERE id = 1",
+        "ALTER TABLE customers RENAME COLUMN name TO full_name",
+        "INSERT INTO customers VALUES (3, 'c', 'c@x.io', 1)",
+        "ALTER TABLE customers DROP COLUMN email",
+        "UPDATE customers SET n = 3 WHERE id = 3",
+    )
     result = erp.cdc("run", "--drain", CDC_TARGETS__1__KIND="jsonl", CDC_TARGETS__1__PATH=str(erp.tmp_path / "x"))
     assert result.returncode == 0, result.stdout + result.stderr
     events = erp.events()
     assert [list(e["after"]) for e in events] == [
-        ["id", "name", "n"], ["id", "name", "n"],
-        ["id", "name", "email", "n"], ["id", "name", "email", "n"],
+        ["id", "name", "n"],
+        ["id", "name", "n"],
+        ["id", "name", "email", "n"],
+        ["id", "name", "email", "n"],
         ["id", "full_name", "email", "n"],
         ["id", "full_name", "n"],
     ]
@@ -55,8 +59,9 @@ def test_ddl_between_batches_gives_the_right_column_names(erp):
     assert events[3]["changed"] == ["email"]
     assert events[4]["after"] == {"id": 3, "full_name": "c", "email": "c@x.io", "n": 1}
     assert events[5]["before"] == {"id": 3, "full_name": "c", "n": 1} and events[5]["changed"] == ["n"]
-    assert [e["position"] for e in events] == sorted({e["position"] for e in events},
-                                                     key=lambda p: int(p.split("-")[2]))
+    assert [e["position"] for e in events] == sorted(
+        {e["position"] for e in events}, key=lambda p: int(p.split("-")[2])
+    )
 
 
 def _workload(erp: MysqlCdcSetup, changes: list[int], rounds: int = 12) -> None:
@@ -65,13 +70,15 @@ def _workload(erp: MysqlCdcSetup, changes: list[int], rounds: int = 12) -> None:
         for round_ in range(rounds):
             first = round_ * 1000 + 1
             conn.begin()
-            cur.executemany("INSERT INTO customers VALUES (%s, %s, 0)",
-                            [(i, f"c{i}") for i in range(first, first + 1000)])
+            cur.executemany(
+                "INSERT INTO customers VALUES (%s, %s, 0)", [(i, f"c{i}") for i in range(first, first + 1000)]
+            )
             conn.commit()
             changes[0] += 1000
             for i in range(first, first + 30):
-                changes[0] += cur.execute("UPDATE customers SET n = n + 1, name = CONCAT(name, '.') WHERE id = %s",
-                                          (i,))
+                changes[0] += cur.execute(
+                    "UPDATE customers SET n = n + 1, name = CONCAT(name, '.') WHERE id = %s", (i,)
+                )
             changes[0] += cur.execute("DELETE FROM customers WHERE id %% 101 = %s", (round_,))
             time.sleep(0.1)
 
@@ -145,7 +152,7 @@ def _acked(erp: MysqlCdcSetup) -> str | None:
 
 
 def test_purged_position_is_fatal_and_clear(pg_server, tmp_path):
-    from cdc.devservers import ThrowawayMariaDB
+    from devtools.servers import ThrowawayMariaDB
 
     with ThrowawayMariaDB() as server:
         erp = MysqlCdcSetup(server, pg_server, tmp_path, SCHEMA, ["customers"], target_sql=TARGET)
@@ -167,8 +174,9 @@ def test_purged_position_is_fatal_and_clear(pg_server, tmp_path):
         result = erp.cdc("run", "--drain")
         assert result.returncode == 3
         message = json.loads(result.stdout.strip().splitlines()[-1])["msg"]
-        assert "has been purged from the binlog: changes were lost; load the tables again with 'cdc snapshot'" \
-            in message
+        assert (
+            "has been purged from the binlog: changes were lost; load the tables again with 'cdc snapshot'" in message
+        )
         checked = erp.cdc("check")
         assert checked.returncode == 1 and "purged" in checked.stdout
     assert [e["key"] for e in erp.events()] == [{"id": 1}]
@@ -180,11 +188,15 @@ def test_check_and_setup_through_the_command_line(erp):
     again = erp.cdc("setup")
     assert again.returncode == 0 and "nothing to do: streaming resumes at" in again.stdout
     erp.execute("CREATE TABLE notes (body TEXT)")
-    erp.config.write_text(erp.config.read_text().replace(f'"{erp.source_db}.customers"]',
-                                                         f'"{erp.source_db}.customers", "{erp.source_db}.notes"]'))
+    erp.config.write_text(
+        erp.config.read_text().replace(
+            f'"{erp.source_db}.customers"]', f'"{erp.source_db}.customers", "{erp.source_db}.notes"]'
+        )
+    )
     checked = erp.cdc("check", "--json")
     assert checked.returncode == 1
     problems = json.loads(checked.stdout)["problems"]
     assert [p["problem"] for p in problems] == [
-        f"table {erp.source_db}.notes has no primary key: events and targets are keyed by it"]
+        f"table {erp.source_db}.notes has no primary key: events and targets are keyed by it"
+    ]
     assert problems[0]["fix"].startswith(f"ALTER TABLE `{erp.source_db}`.`notes` ADD PRIMARY KEY")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -14,12 +14,12 @@ import pymysql
 import pytest
 
 from cdc.config import TargetSettings
-from cdc.devservers import free_port
 from cdc.model import StoredEvent
 from cdc.targets import TargetError
 from cdc.targets.mysql import MysqlTarget
 from cdc.targets.postgres import PostgresTarget
 from cdc.values import RawJson, Verbatim, dumps_row
+from devtools.servers import free_port
 
 _counter = itertools.count(1)
 _dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -50,8 +50,21 @@ class Events:
                 f'"commit_ts":"2026-11-22T10:00:00.000000+00:00","position":"0-1-{self.txn}",'
                 f'"writer":null,"conflicts":[]}}'
             )
-            events.append(StoredEvent(self.log_id, self.source, txn_key, seq, event_id, self.schema, table, op,
-                                      json.loads(key_json), doc, None))
+            events.append(
+                StoredEvent(
+                    self.log_id,
+                    self.source,
+                    txn_key,
+                    seq,
+                    event_id,
+                    self.schema,
+                    table,
+                    op,
+                    json.loads(key_json),
+                    doc,
+                    None,
+                )
+            )
         return events
 
 
@@ -59,8 +72,15 @@ class Events:
 def mydb(mariadb_server):
     """A fresh MariaDB database; yields its name and a query helper (UTC session)."""
     name = f"mirror_{os.getpid()}_{next(_counter)}"
-    conn = pymysql.connect(host=mariadb_server.host, port=mariadb_server.port, user="root", password="",
-                           charset="utf8mb4", autocommit=True, init_command="SET time_zone = '+00:00'")
+    conn = pymysql.connect(
+        host=mariadb_server.host,
+        port=mariadb_server.port,
+        user="root",
+        password="",
+        charset="utf8mb4",
+        autocommit=True,
+        init_command="SET time_zone = '+00:00'",
+    )
 
     def sql(statement: str, args: Any = None) -> list[tuple]:
         with conn.cursor() as cur:
@@ -93,13 +113,18 @@ def test_changes_land_and_position_survives_reopen(mariadb_server, mydb):
     a1 = {"id": 1, "email": "a@x.io", "phone": "100"}
     a2 = {"id": 2, "email": "b@x.io", "phone": "200"}
     a1b = {**a1, "phone": "199"}
-    target.apply("erp", ev.txn_events(("customers", "insert", {"id": 1}, None, a1),
-                                      ("customers", "insert", {"id": 2}, None, a2),
-                                      ("customers", "insert", {"id": 3}, None, {"id": 3, "email": None, "phone": None})))
-    target.apply("erp", ev.txn_events(("customers", "update", {"id": 1}, a1, a1b),
-                                      ("customers", "delete", {"id": 2}, a2, None)))
-    assert mydb(f"SELECT id, email, phone FROM `{db}`.customers ORDER BY id") == [
-        (1, "a@x.io", "199"), (3, None, None)]
+    target.apply(
+        "erp",
+        ev.txn_events(
+            ("customers", "insert", {"id": 1}, None, a1),
+            ("customers", "insert", {"id": 2}, None, a2),
+            ("customers", "insert", {"id": 3}, None, {"id": 3, "email": None, "phone": None}),
+        ),
+    )
+    target.apply(
+        "erp", ev.txn_events(("customers", "update", {"id": 1}, a1, a1b), ("customers", "delete", {"id": 2}, a2, None))
+    )
+    assert mydb(f"SELECT id, email, phone FROM `{db}`.customers ORDER BY id") == [(1, "a@x.io", "199"), (3, None, None)]
 
     moved = {**a1b, "id": 10}  # the key changes: the old row goes
     last = ev.txn_events(("customers", "update", {"id": 10}, a1b, moved))
@@ -112,7 +137,8 @@ def test_changes_land_and_position_survives_reopen(mariadb_server, mydb):
     assert reopened.position("erp") == (last[-1].txn_key, last[-1].seq)
     assert reopened.position("crm") is None
     assert mydb(f"SELECT source, txn_key, seq, event_id FROM `{db}`.applied_positions WHERE target = 'mirror'") == [
-        ("erp", last[-1].txn_key, 0, last[-1].event_id)]
+        ("erp", last[-1].txn_key, 0, last[-1].event_id)
+    ]
 
     reopened.apply("erp", ev.txn_events(("customers", "truncate", {}, None, None)))
     assert mydb(f"SELECT COUNT(*) FROM `{db}`.customers") == [(0,)]
@@ -128,27 +154,62 @@ def test_types_round_trip_exactly(mariadb_server, mydb):
         doc JSON, active TINYINT(1), ratio FLOAT)""")
     amount = Decimal("12345678901234567890123456789012345.123456789012345678901234567890")
     full = {
-        "id": 2**64 - 1, "amount": amount, "measure": 0.1, "seen": datetime(2026, 11, 22, 10, 0, 0, 123456),
-        "changed_at": datetime(2026, 11, 22, 8, 0, 0, 654321, tzinfo=timezone.utc), "born": date(2026, 11, 22),
-        "opens": time(10, 0, 0, 500000), "yr": 2026, "name": "Zoë 😀 日本語", "notes": "x" * 70000,
-        "photo": b"\x00\xff\x10" * 1000, "code": b"\x01\x02\x00", "stage": "won", "tags": ["a", "c"],
-        "flags": 0b10100101, "doc": RawJson('{"a": [1, 2.50], "n": 1.000000000000000000001, "s": "é"}'),
-        "active": True, "ratio": 1.5,
+        "id": 2**64 - 1,
+        "amount": amount,
+        "measure": 0.1,
+        "seen": datetime(2026, 11, 22, 10, 0, 0, 123456),
+        "changed_at": datetime(2026, 11, 22, 8, 0, 0, 654321, tzinfo=UTC),
+        "born": date(2026, 11, 22),
+        "opens": time(10, 0, 0, 500000),
+        "yr": 2026,
+        "name": "Zoë 😀 日本語",
+        "notes": "x" * 70000,
+        "photo": b"\x00\xff\x10" * 1000,
+        "code": b"\x01\x02\x00",
+        "stage": "won",
+        "tags": ["a", "c"],
+        "flags": 0b10100101,
+        "doc": RawJson('{"a": [1, 2.50], "n": 1.000000000000000000001, "s": "é"}'),
+        "active": True,
+        "ratio": 1.5,
     }
-    odd = {"id": 1, "opens": Verbatim("-838:59:59.000000"), "doc": RawJson('"just a string"'), "tags": [],
-           "measure": -1e300, "changed_at": datetime(2026, 11, 22, 12, 0, tzinfo=timezone(timedelta(hours=4)))}
+    odd = {
+        "id": 1,
+        "opens": Verbatim("-838:59:59.000000"),
+        "doc": RawJson('"just a string"'),
+        "tags": [],
+        "measure": -1e300,
+        "changed_at": datetime(2026, 11, 22, 12, 0, tzinfo=timezone(timedelta(hours=4))),
+    }
     nulls = {name: None for name in full} | {"id": 0}
     ev = Events("erp", db)
     target = mysql_target(mariadb_server, db)
-    target.apply("erp", ev.txn_events(*[("types", "insert", {"id": row["id"]}, None, row) for row in (full, odd, nulls)]))
+    target.apply(
+        "erp", ev.txn_events(*[("types", "insert", {"id": row["id"]}, None, row) for row in (full, odd, nulls)])
+    )
     target.close()
     rows = {row[0]: row for row in mydb(f"SELECT *, CAST(doc AS CHAR) FROM `{db}`.types")}
     assert rows[2**64 - 1] == (
-        2**64 - 1, amount, 0.1, datetime(2026, 11, 22, 10, 0, 0, 123456), datetime(2026, 11, 22, 8, 0, 0, 654321),
-        date(2026, 11, 22), timedelta(hours=10, microseconds=500000), 2026, "Zoë 😀 日本語", "x" * 70000,
-        b"\x00\xff\x10" * 1000, b"\x01\x02\x00", "won", "a,c", b"\xa5",
-        '{"a":[1,2.50],"n":1.000000000000000000001,"s":"é"}', 1, 1.5,
-        '{"a":[1,2.50],"n":1.000000000000000000001,"s":"é"}')
+        2**64 - 1,
+        amount,
+        0.1,
+        datetime(2026, 11, 22, 10, 0, 0, 123456),
+        datetime(2026, 11, 22, 8, 0, 0, 654321),
+        date(2026, 11, 22),
+        timedelta(hours=10, microseconds=500000),
+        2026,
+        "Zoë 😀 日本語",
+        "x" * 70000,
+        b"\x00\xff\x10" * 1000,
+        b"\x01\x02\x00",
+        "won",
+        "a,c",
+        b"\xa5",
+        '{"a":[1,2.50],"n":1.000000000000000000001,"s":"é"}',
+        1,
+        1.5,
+        '{"a":[1,2.50],"n":1.000000000000000000001,"s":"é"}',
+    )
     assert rows[1][6] == -timedelta(hours=838, minutes=59, seconds=59)
     assert rows[1][15] == '"just a string"'
     assert rows[1][13] == ""
@@ -165,10 +226,12 @@ def test_a_failing_batch_leaves_neither_rows_nor_position(mariadb_server, mydb):
     first = ev.txn_events(("customers", "insert", {"id": 1}, None, {"id": 1, "email": "a", "phone": "1"}))
     target.apply("erp", first)
     # three statements: the first two succeed, the third fails; the transaction undoes all
-    bad = ev.txn_events(("customers", "insert", {"id": 2}, None, {"id": 2, "email": "b", "phone": "2"}),
-                        ("customers", "delete", {"id": 1}, {"id": 1, "email": "a", "phone": "1"}, None),
-                        ("customers", "insert", {"id": 3}, None, {"id": 3, "phone": "too long for five"}))
-    with pytest.raises(TargetError, match="target mirror: .*phone") as raised:
+    bad = ev.txn_events(
+        ("customers", "insert", {"id": 2}, None, {"id": 2, "email": "b", "phone": "2"}),
+        ("customers", "delete", {"id": 1}, {"id": 1, "email": "a", "phone": "1"}, None),
+        ("customers", "insert", {"id": 3}, None, {"id": 3, "phone": "too long for five"}),
+    )
+    with pytest.raises(TargetError, match=r"target mirror: .*phone") as raised:
         target.apply("erp", bad)
     assert raised.value.fatal  # strict mode refuses to truncate: no retry will help
     assert mydb(f"SELECT id, phone FROM `{db}`.customers") == [(1, "1")]
@@ -205,8 +268,12 @@ def test_table_and_column_map(mariadb_server, mydb):
     db = mydb.db
     mydb(f"CREATE TABLE `{db}`.clients (id INT PRIMARY KEY, Telephone VARCHAR(20))")
     ev = Events("erp", "erp")
-    target = mysql_target(mariadb_server, db, table_map={"erp:erp.customers": f"{db}.clients"},
-                          column_map={"erp.customers": {"phone": "telephone"}})
+    target = mysql_target(
+        mariadb_server,
+        db,
+        table_map={"erp:erp.customers": f"{db}.clients"},
+        column_map={"erp.customers": {"phone": "telephone"}},
+    )
     target.apply("erp", ev.txn_events(("customers", "insert", {"id": 1}, None, {"id": 1, "phone": "555"})))
     assert mydb(f"SELECT id, Telephone FROM `{db}`.clients") == [(1, "555")]
     target.close()
@@ -218,8 +285,12 @@ def test_identifiers_with_backticks_and_percent_signs(mariadb_server, mydb):
     ev = Events("erp", db)
     target = mysql_target(mariadb_server, db, position_table=f"{db}.pos`%s")
     row = {"k`ey": 1, "100%s": "x", "a`b": 2}
-    target.apply("erp", ev.txn_events(("we`ird", "insert", {"k`ey": 1}, None, row),
-                                      ("we`ird", "insert", {"k`ey": 2}, None, {**row, "k`ey": 2})))
+    target.apply(
+        "erp",
+        ev.txn_events(
+            ("we`ird", "insert", {"k`ey": 1}, None, row), ("we`ird", "insert", {"k`ey": 2}, None, {**row, "k`ey": 2})
+        ),
+    )
     target.apply("erp", ev.txn_events(("we`ird", "delete", {"k`ey": 2}, {**row, "k`ey": 2}, None)))
     assert mydb(f"SELECT * FROM `{db}`.`we``ird`") == [(1, "x", 2)]
     target.close()
@@ -238,24 +309,47 @@ def test_postgres_target_converts_events_without_native_form(pg_server):
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     with psycopg.connect(pg_server.dsn(db), autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA erp; CREATE TABLE erp.items (id bigint PRIMARY KEY, data bytea, doc jsonb,"
-                     " nums int[], at timestamptz, active boolean, price numeric, ratio float8, tags text[],"
-                     " opens time, label text)")
+        conn.execute(
+            "CREATE SCHEMA erp; CREATE TABLE erp.items (id bigint PRIMARY KEY, data bytea, doc jsonb,"
+            " nums int[], at timestamptz, active boolean, price numeric, ratio float8, tags text[],"
+            " opens time, label text)"
+        )
     target = PostgresTarget(TargetSettings(name="dwh", kind="postgres", dsn=pg_server.dsn(db)))
     target.open()
     ev = Events("erp", "erp")
-    row = {"id": 1, "data": b"\x00\xff\x10", "doc": RawJson('{"n": 1.000000000000000000001, "l": [1, "x"]}'),
-           "nums": [1, None, 3], "at": datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=timezone.utc),
-           "active": 1, "price": Decimal("12345678901234567890.123456789"), "ratio": float("nan"),
-           "tags": ["a b", "c,d", None], "opens": time(10, 0, 0, 500000), "label": None}
+    row = {
+        "id": 1,
+        "data": b"\x00\xff\x10",
+        "doc": RawJson('{"n": 1.000000000000000000001, "l": [1, "x"]}'),
+        "nums": [1, None, 3],
+        "at": datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC),
+        "active": 1,
+        "price": Decimal("12345678901234567890.123456789"),
+        "ratio": float("nan"),
+        "tags": ["a b", "c,d", None],
+        "opens": time(10, 0, 0, 500000),
+        "label": None,
+    }
     target.apply("erp", ev.txn_events(("items", "insert", {"id": 1}, None, row)))
     moved = {**row, "id": 2, "label": "moved"}
     target.apply("erp", ev.txn_events(("items", "update", {"id": 2}, row, moved)))
     target.close()
     with psycopg.connect(pg_server.dsn(db)) as conn:
-        rows = conn.execute("SELECT id, data, doc::text, nums, at, active, price, ratio::text, tags, opens, label"
-                            " FROM erp.items").fetchall()
-    assert rows == [(2, b"\x00\xff\x10", '{"l": [1, "x"], "n": 1.000000000000000000001}', [1, None, 3],
-                     datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=timezone.utc), True,
-                     Decimal("12345678901234567890.123456789"), "NaN", ["a b", "c,d", None],
-                     time(10, 0, 0, 500000), "moved")]
+        rows = conn.execute(
+            "SELECT id, data, doc::text, nums, at, active, price, ratio::text, tags, opens, label FROM erp.items"
+        ).fetchall()
+    assert rows == [
+        (
+            2,
+            b"\x00\xff\x10",
+            '{"l": [1, "x"], "n": 1.000000000000000000001}',
+            [1, None, 3],
+            datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC),
+            True,
+            Decimal("12345678901234567890.123456789"),
+            "NaN",
+            ["a b", "c,d", None],
+            time(10, 0, 0, 500000),
+            "moved",
+        )
+    ]

@@ -1,6 +1,6 @@
 """Settling a transaction's natural keys at once finds the owners that noting them change by change would."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cdc.conflicts.model import Change
 from cdc.conflicts.natural_keys import HeldKey, NaturalKeyBatch, StoredHolder
@@ -11,10 +11,21 @@ EMAIL = '["email"]'
 
 def _held(row_id: int, email: str, n: int, report: bool = True) -> HeldKey:
     key, event_id = f'{{"id":{row_id}}}', f"crm:0/{n}:0"
-    change = Change(event_id, "crm", "public.customers", key, "insert", None, {"id": row_id, "email": email},
-                    datetime(2026, 11, 22, 10, 0, n, tzinfo=timezone.utc), "app", str(n))
-    return HeldKey((*TABLE, EMAIL, f'["{email}"]', key, event_id), ("email",), (email,), change, (f"{n:08d}", 0),
-                   report)
+    change = Change(
+        event_id,
+        "crm",
+        "public.customers",
+        key,
+        "insert",
+        None,
+        {"id": row_id, "email": email},
+        datetime(2026, 11, 22, 10, 0, n, tzinfo=UTC),
+        "app",
+        str(n),
+    )
+    return HeldKey(
+        (*TABLE, EMAIL, f'["{email}"]', key, event_id), ("email",), (email,), change, (f"{n:08d}", 0), report
+    )
 
 
 def _owners(settled) -> list[tuple[str, str | None]]:
@@ -71,10 +82,12 @@ def test_only_a_rows_last_keys_are_kept_and_a_later_holder_of_its_old_key_is_no_
     batch.hold(_held(2, "a@x", 3))  # another row takes the old one
     batch.hold(_held(3, "b@x", 4))  # and a third the new one
     settled = batch.settle({})
-    assert _owners(settled) == [('{"id":1}', None), ('{"id":1}', None), ('{"id":2}', None),
-                                ('{"id":3}', '{"id":1}')]
+    assert _owners(settled) == [('{"id":1}', None), ('{"id":1}', None), ('{"id":2}', None), ('{"id":3}', '{"id":1}')]
     assert sorted((row[3], row[4]) for row in settled.kept) == [
-        ('["a@x"]', '{"id":2}'), ('["b@x"]', '{"id":1}'), ('["b@x"]', '{"id":3}')]
+        ('["a@x"]', '{"id":2}'),
+        ('["b@x"]', '{"id":1}'),
+        ('["b@x"]', '{"id":3}'),
+    ]
     assert settled.dropped_rows == [(TABLE, '{"id":1}')]
 
 

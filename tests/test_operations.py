@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cdc.devservers import free_port
+from devtools.servers import free_port
 from tests.helpers import PROJECT, CdcSetup, table_rows, wait_for
 
 SCHEMA = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, updated_by text);"
@@ -47,7 +47,7 @@ def test_notify_protocol_ready_status_watchdog_and_stopping(pg_server, tmp_path)
         while not done.is_set():
             try:
                 messages.append(listener.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
 
     collector = threading.Thread(target=collect)
@@ -83,8 +83,10 @@ def test_sigterm_mid_stream_exits_cleanly_and_loses_or_repeats_nothing(pg_server
             n = 0
             while not stop.is_set():
                 n += 1
-                conn.execute("INSERT INTO customers SELECT i, 'c' || i, 'w' FROM generate_series(%s::int, %s::int) i",
-                             (n * 100, n * 100 + 99))
+                conn.execute(
+                    "INSERT INTO customers SELECT i, 'c' || i, 'w' FROM generate_series(%s::int, %s::int) i",
+                    (n * 100, n * 100 + 99),
+                )
                 written.append(n)
 
     thread = threading.Thread(target=writer)
@@ -121,9 +123,14 @@ def _get(url: str, token: str | None = None) -> tuple[int, str]:
 
 def test_metrics_parse_and_health(pg_server, tmp_path):
     port = free_port()
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config=f'[http]\nlisten = "127.0.0.1:{port}"\n'
-                                '[[tables]]\nmatch = "public.customers"\nwriter_column = "updated_by"\n')
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        SCHEMA,
+        ["public.customers"],
+        extra_config=f'[http]\nlisten = "127.0.0.1:{port}"\n'
+        '[[tables]]\nmatch = "public.customers"\nwriter_column = "updated_by"\n',
+    )
     crm.setup()
     with crm.running(timeout=15) as daemon:
         base = f"http://127.0.0.1:{port}"
@@ -137,12 +144,21 @@ def test_metrics_parse_and_health(pg_server, tmp_path):
         def scraped() -> dict:
             status, text = _get(base + "/metrics")
             assert status == 200
-            return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                    for family in text_string_to_metric_families(text) for s in family.samples}
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
 
-        samples = wait_for(lambda: (s := scraped()) and s.get(
-            ("cdc_conflicts", (("status", "auto_resolved"), ("type", "concurrent_overwrite")))) and s, timeout=30,
-            what="the conflict counted")
+        samples = wait_for(
+            lambda: (
+                (s := scraped())
+                and s.get(("cdc_conflicts", (("status", "auto_resolved"), ("type", "concurrent_overwrite"))))
+                and s
+            ),
+            timeout=30,
+            what="the conflict counted",
+        )
         events = (("op", "insert"), ("source", "crm"), ("table", "public.customers"))
         assert samples[("cdc_events_total", events)] == 25
         assert samples[("cdc_events_total", (("op", "update"), ("source", "crm"), ("table", "public.customers")))] == 2
@@ -157,8 +173,13 @@ def test_metrics_parse_and_health(pg_server, tmp_path):
 def test_a_non_loopback_bind_refuses_requests_without_the_token(pg_server, tmp_path):
     port = free_port("0.0.0.0")
     host = socket.gethostbyname(socket.gethostname())
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config=f'[http]\nlisten = "0.0.0.0:{port}"\ntoken = "s3cret-token"\n')
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        SCHEMA,
+        ["public.customers"],
+        extra_config=f'[http]\nlisten = "0.0.0.0:{port}"\ntoken = "s3cret-token"\n',
+    )
     crm.setup()
     with crm.running(timeout=15) as daemon:
         url = f"http://{host}:{port}"
@@ -172,8 +193,9 @@ def test_a_non_loopback_bind_refuses_requests_without_the_token(pg_server, tmp_p
 
 
 def test_sighup_reloads_log_settings_without_dropping_the_stream(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config='[http]\nlisten = ""\n[log]\nformat = "json"\n')
+    crm = CdcSetup(
+        pg_server, tmp_path, SCHEMA, ["public.customers"], extra_config='[http]\nlisten = ""\n[log]\nformat = "json"\n'
+    )
     crm.setup()
     with crm.running(timeout=15) as daemon:
         with crm.source() as conn:
@@ -195,8 +217,9 @@ def test_monitor_alerts_on_retained_wal_and_sets_the_gauges(pg_server, tmp_path)
     from cdc.metrics import Metrics
     from cdc.monitor import Monitor
 
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config="[alerts]\nretained_wal_bytes = 1000\n")
+    crm = CdcSetup(
+        pg_server, tmp_path, SCHEMA, ["public.customers"], extra_config="[alerts]\nretained_wal_bytes = 1000\n"
+    )
     crm.setup()
     with crm.source() as conn:  # WAL the slot keeps, as nobody reads it
         conn.execute("INSERT INTO customers SELECT i, repeat('x', 100), 'w' FROM generate_series(1, 2000) i")
@@ -224,19 +247,20 @@ def test_healthz_is_unhealthy_while_a_source_is_disconnected(pg_server, tmp_path
     import psycopg
 
     port = free_port()
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config=f'[http]\nlisten = "127.0.0.1:{port}"\n')
+    crm = CdcSetup(
+        pg_server, tmp_path, SCHEMA, ["public.customers"], extra_config=f'[http]\nlisten = "127.0.0.1:{port}"\n'
+    )
     crm.setup()
     with crm.running(timeout=15) as daemon:
         health = f"http://127.0.0.1:{port}/healthz"
         wait_for(lambda: _get(health)[0] == 200, timeout=60, what="healthy\n" + crm.daemon_log())
         with psycopg.connect(crm.pg_admin_dsn, autocommit=True) as admin:  # the source goes away for a while
             admin.execute(f'ALTER DATABASE "{crm.source_db}" ALLOW_CONNECTIONS false')
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                          (crm.source_db,))
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (crm.source_db,))
             try:
-                status, body = wait_for(lambda: (r := _get(health))[0] == 503 and r, timeout=30,
-                                        what="unhealthy\n" + crm.daemon_log())
+                status, body = wait_for(
+                    lambda: (r := _get(health))[0] == 503 and r, timeout=30, what="unhealthy\n" + crm.daemon_log()
+                )
                 assert "source crm is disconnected" in body
             finally:
                 admin.execute(f'ALTER DATABASE "{crm.source_db}" ALLOW_CONNECTIONS true')

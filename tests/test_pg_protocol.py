@@ -1,13 +1,13 @@
-"""Tests for cdc.sources.pg_protocol: replication CopyData framing, LSNs, timestamps."""
+"""Tests for cdc.sources.postgres.protocol: replication CopyData framing, LSNs, timestamps."""
 
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cdc.sources.pg_protocol import (
+from cdc.sources.postgres.protocol import (
     PG_EPOCH,
     Keepalive,
     ProtocolError,
@@ -20,7 +20,7 @@ from cdc.sources.pg_protocol import (
     standby_status_update,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 # 2024-05-06 07:08:09.123456 UTC as microseconds since 2000-01-01 UTC.
 TS = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -46,13 +46,9 @@ def test_pg_epoch_is_2000_01_01_utc():
 
 def test_timestamp_conversions_known_values():
     # One day and one microsecond after the epoch.
-    assert pg_timestamp_to_datetime(86_400_000_001) == datetime(
-        2000, 1, 2, 0, 0, 0, 1, tzinfo=UTC
-    )
+    assert pg_timestamp_to_datetime(86_400_000_001) == datetime(2000, 1, 2, 0, 0, 0, 1, tzinfo=UTC)
     # Before the epoch is negative.
-    assert pg_timestamp_to_datetime(-1) == datetime(
-        1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC
-    )
+    assert pg_timestamp_to_datetime(-1) == datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     assert datetime_to_pg_timestamp(datetime(1970, 1, 1, tzinfo=UTC)) == -946_684_800_000_000
     # 2024-05-06 07:08:09.123456 UTC
     assert pg_timestamp_to_datetime(768_294_489_123_456) == TS
@@ -177,9 +173,7 @@ def test_parse_xlogdata_payload_is_zero_copy_view():
 def test_parse_xlogdata_from_memoryview_slice():
     framed = b"junk" + xlogdata(2**64 - 1, 0, -5, b"xyz")
     msg = parse_copy_data(memoryview(framed)[4:])
-    assert msg == XLogData(
-        2**64 - 1, 0, datetime(1999, 12, 31, 23, 59, 59, 999995, tzinfo=UTC), msg.payload
-    )
+    assert msg == XLogData(2**64 - 1, 0, datetime(1999, 12, 31, 23, 59, 59, 999995, tzinfo=UTC), msg.payload)
     assert bytes(msg.payload) == b"xyz"
 
 
@@ -192,9 +186,7 @@ def test_parse_xlogdata_with_empty_payload():
 @pytest.mark.parametrize("reply", [0, 1])
 def test_parse_keepalive(reply):
     msg = parse_copy_data(keepalive(0x16B374D848, TS_US, reply))
-    assert msg == Keepalive(
-        wal_end=0x16B374D848, send_time=TS, reply_requested=bool(reply)
-    )
+    assert msg == Keepalive(wal_end=0x16B374D848, send_time=TS, reply_requested=bool(reply))
 
 
 def test_parse_copy_data_empty():
@@ -232,9 +224,7 @@ def test_protocol_error_is_value_error():
 
 
 def test_standby_status_update_layout():
-    msg = standby_status_update(
-        0x16B374D848, 0x16B374D800, 0x100, now=TS, reply_requested=True
-    )
+    msg = standby_status_update(0x16B374D848, 0x16B374D800, 0x100, now=TS, reply_requested=True)
     assert len(msg) == 34
     assert msg[:1] == b"r"
     assert struct.unpack(">QQQqB", msg[1:]) == (
@@ -252,11 +242,7 @@ def test_standby_status_update_defaults():
     after = datetime.now(UTC)
     written, flushed, applied, client_time, reply = struct.unpack(">QQQqB", msg[1:])
     assert (written, flushed, applied, reply) == (1, 2, 3, 0)
-    assert (
-        datetime_to_pg_timestamp(before)
-        <= client_time
-        <= datetime_to_pg_timestamp(after)
-    )
+    assert datetime_to_pg_timestamp(before) <= client_time <= datetime_to_pg_timestamp(after)
 
 
 def test_standby_status_update_max_lsn():

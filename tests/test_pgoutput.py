@@ -1,16 +1,16 @@
-"""Tests for cdc.sources.pgoutput: decoding pgoutput proto_version 1 messages."""
+"""Tests for cdc.sources.postgres.pgoutput: decoding pgoutput proto_version 1 messages."""
 
 from __future__ import annotations
 
 import copy
 import pickle
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from cdc.sources import pgoutput
-from cdc.sources.pgoutput import (
+from cdc.sources.postgres import pgoutput
+from cdc.sources.postgres.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
     Column,
@@ -27,7 +27,7 @@ from cdc.sources.pgoutput import (
     decode,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 # 2024-05-06 07:08:09.123456 UTC in microseconds since 2000-01-01 UTC.
 TS = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -108,14 +108,10 @@ def test_origin():
 def test_real_begin_message_and_commit_from_postgres_15():
     # Captured with pg_logical_slot_peek_binary_changes on PostgreSQL 15.
     begin = decode(bytes.fromhex("42000000000155b420000303d37521c09c000002e7"))
-    commit = decode(
-        bytes.fromhex("4300000000000155b420000000000155b450000303d37521c09c")
-    )
+    commit = decode(bytes.fromhex("4300000000000155b420000000000155b450000303d37521c09c"))
     stamp = datetime(2026, 11, 22, 3, 1, 8, 261020, tzinfo=UTC)
     assert begin == Begin(final_lsn=0x155B420, commit_ts=stamp, xid=743)
-    assert commit == Commit(
-        flags=0, commit_lsn=0x155B420, end_lsn=0x155B450, commit_ts=stamp
-    )
+    assert commit == Commit(flags=0, commit_lsn=0x155B420, end_lsn=0x155B450, commit_ts=stamp)
 
 
 # --------------------------------------------------------------------------
@@ -237,9 +233,7 @@ def test_insert_large_value():
 def test_update_without_old_tuple():
     new = tuple_data(text_value(b"1"), text_value(b"changed"), TOAST)
     msg = decode(b"U" + struct.pack(">I", 16391) + b"N" + new)
-    assert msg == Update(
-        relid=16391, new=(b"1", b"changed", UNCHANGED_TOAST), old=None, key=None
-    )
+    assert msg == Update(relid=16391, new=(b"1", b"changed", UNCHANGED_TOAST), old=None, key=None)
 
 
 def test_update_with_key_tuple():
@@ -283,9 +277,7 @@ def test_delete_with_full_old_tuple():
 
 def test_truncate_several_relations_with_both_options():
     msg = decode(b"T" + struct.pack(">IBIII", 3, 1 | 2, 16409, 16403, 0xFFFFFFFF))
-    assert msg == Truncate(
-        relids=(16409, 16403, 0xFFFFFFFF), cascade=True, restart_identity=True
-    )
+    assert msg == Truncate(relids=(16409, 16403, 0xFFFFFFFF), cascade=True, restart_identity=True)
 
 
 @pytest.mark.parametrize(
@@ -303,16 +295,8 @@ def test_truncate_option_bits(options, cascade, restart_identity):
 
 def test_transactional_message():
     content = "ünïcode payload".encode() + b"\x00\xff"
-    payload = (
-        b"M"
-        + struct.pack(">BQ", 1, LSN)
-        + cstr("cdc/héartbeat")
-        + struct.pack(">i", len(content))
-        + content
-    )
-    assert decode(payload) == Message(
-        transactional=True, lsn=LSN, prefix="cdc/héartbeat", content=content
-    )
+    payload = b"M" + struct.pack(">BQ", 1, LSN) + cstr("cdc/héartbeat") + struct.pack(">i", len(content)) + content
+    assert decode(payload) == Message(transactional=True, lsn=LSN, prefix="cdc/héartbeat", content=content)
 
 
 def test_non_transactional_message_with_empty_content():

@@ -66,7 +66,7 @@ def test_a_time_range_replayed_twice_into_a_fresh_target_gives_the_same_rows(pg_
         with crm.source() as conn:
             assert _rows(fresh) == table_rows(conn, "public.customers")
     result = crm.cdc("run", "--drain")  # the daemon's own position in the new target is untouched: it
-    assert result.returncode == 0       # sends it the whole log once, ending at the same rows
+    assert result.returncode == 0  # sends it the whole log once, ending at the same rows
     with crm.source() as conn:
         assert _rows(fresh) == table_rows(conn, "public.customers")
 
@@ -83,8 +83,10 @@ def test_replay_names_each_row_the_target_refuses_and_exits_1(pg_server, tmp_pat
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["sent"] == 48
-    assert [(f["key"], f["table"]) for f in report["failed"]] == [('{"id": 13}', "public.customers"),
-                                                                   ('{"id": 31}', "public.customers")]
+    assert [(f["key"], f["table"]) for f in report["failed"]] == [
+        ('{"id": 13}', "public.customers"),
+        ('{"id": 31}', "public.customers"),
+    ]
     assert all("check constraint" in f["reason"] for f in report["failed"])
     assert len(_rows(fresh)) == 48
 
@@ -109,13 +111,20 @@ def test_the_replay_script_asks_logs_and_passes_on_the_exit_status(pg_server, tm
     with crm.source() as conn:
         conn.execute("INSERT INTO customers SELECT i, 'c' || i, 'p', 1 FROM generate_series(1, 20) i")
     crm.drain()
-    fresh = _fresh_target(crm, pg_server, "fresh", SCHEMA.replace("credit numeric(12,2)",
-                                                                  "credit numeric(12,2), CHECK (id <> 7)"))
+    fresh = _fresh_target(
+        crm, pg_server, "fresh", SCHEMA.replace("credit numeric(12,2)", "credit numeric(12,2), CHECK (id <> 7)")
+    )
     env = crm.env(CDC_LOG_DIR=str(tmp_path / "logs"), CDC=f"{PROJECT}/.venv/bin/python -m cdc")
 
     def script(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(PROJECT / "scripts" / "replay"), "--target", "fresh", *args], env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [str(PROJECT / "scripts" / "replay"), "--target", "fresh", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     asked = script()
     assert asked.returncode == 2 and "give --yes" in asked.stderr
@@ -128,8 +137,9 @@ def test_the_replay_script_asks_logs_and_passes_on_the_exit_status(pg_server, tm
 
 
 def test_events_past_retention_are_pruned_once_every_target_has_them(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, SCHEMA, ["public.customers"],
-                   extra_config="[event_log]\nretain_days = 0.00002\n")  # 1.7 seconds
+    crm = CdcSetup(
+        pg_server, tmp_path, SCHEMA, ["public.customers"], extra_config="[event_log]\nretain_days = 0.00002\n"
+    )  # 1.7 seconds
     crm.setup()
     with crm.source() as conn:
         conn.execute("INSERT INTO customers SELECT i, 'c' || i, 'p', 1 FROM generate_series(1, 100) i")

@@ -8,7 +8,6 @@ import sqlite3
 import sys
 import time
 
-
 from tests.helpers import CdcSetup, concurrent_writers, sample_peak_rss, table_rows
 
 SCHEMA = """
@@ -78,8 +77,13 @@ def _rows_read(crm: CdcSetup) -> int:
 
 
 def test_an_interrupted_snapshot_resumes_after_its_last_chunk_in_bounded_memory(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, "CREATE TABLE public.big (id bigint PRIMARY KEY, payload text);",
-                   ["public.big"], extra_config='[log]\nlevel = "info"\n')
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        "CREATE TABLE public.big (id bigint PRIMARY KEY, payload text);",
+        ["public.big"],
+        extra_config='[log]\nlevel = "info"\n',
+    )
     with crm.source() as conn:
         conn.execute("INSERT INTO big SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i")
     crm.setup()
@@ -121,15 +125,25 @@ def test_a_source_that_streams_already_is_not_snapshotted(pg_server, tmp_path):
 def test_mariadb_snapshot_under_concurrent_writers_then_stream(mariadb_server, pg_server, tmp_path):
     from tests.helpers import MysqlCdcSetup
 
-    erp = MysqlCdcSetup(mariadb_server, pg_server, tmp_path,
-                        ["CREATE TABLE accounts (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note VARCHAR(40),"
-                         " tags SET('a','b'), flags BIT(8), at TIMESTAMP(6) NULL)"], ["accounts"],
-                        target_sql="CREATE TABLE public.accounts (id bigint PRIMARY KEY, n bigint NOT NULL,"
-                                   " note text, tags text[], flags integer, at timestamptz);")
-    erp.execute("SET time_zone = '+00:00'",
-                "INSERT INTO accounts SELECT seq, 0, MD5(seq), IF(seq % 2, 'a,b', ''), seq % 256,"
-                " '2026-11-22 10:00:00.5' FROM seq_1_to_8000")
+    erp = MysqlCdcSetup(
+        mariadb_server,
+        pg_server,
+        tmp_path,
+        [
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, note VARCHAR(40),"
+            " tags SET('a','b'), flags BIT(8), at TIMESTAMP(6) NULL)"
+        ],
+        ["accounts"],
+        target_sql="CREATE TABLE public.accounts (id bigint PRIMARY KEY, n bigint NOT NULL,"
+        " note text, tags text[], flags integer, at timestamptz);",
+    )
+    erp.execute(
+        "SET time_zone = '+00:00'",
+        "INSERT INTO accounts SELECT seq, 0, MD5(seq), IF(seq % 2, 'a,b', ''), seq % 256,"
+        " '2026-11-22 10:00:00.5' FROM seq_1_to_8000",
+    )
     erp.setup()
+
     def bump(rng: random.Random, conn) -> None:
         with conn.cursor() as cur:
             cur.execute("UPDATE accounts SET n = n + 1 WHERE id = %s", (rng.randint(1, 8000),))
@@ -142,7 +156,10 @@ def test_mariadb_snapshot_under_concurrent_writers_then_stream(mariadb_server, p
     with erp.target() as dst:
         assert dst.execute("SELECT id, n FROM accounts ORDER BY id").fetchall() == source
         assert dst.execute("SELECT tags, flags, at::text FROM accounts WHERE id = 3").fetchone() == (
-            ["a", "b"], 3, "2026-11-22 10:00:00.5+00")
+            ["a", "b"],
+            3,
+            "2026-11-22 10:00:00.5+00",
+        )
     chains: dict[int, list[dict]] = {}
     for event in erp.events():
         chains.setdefault(event["key"]["id"], []).append(event)

@@ -1,4 +1,4 @@
-"""Changes the daemon never saw are reported as a stream_gap (DESIGN.md, "Conflict taxonomy").
+"""Changes the daemon never saw are reported as a stream_gap (the README's conflict taxonomy).
 
 PostgreSQL: while the daemon is stopped, a captured row changes and the slot is advanced past
 those changes. MariaDB: a captured row changes with ``sql_log_bin = 0``, so the binlog never
@@ -16,9 +16,13 @@ from tests.helpers import CdcSetup, MysqlCdcSetup
 PG_SCHEMA = """
 CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, phone text, email text, updated_by text);
 """
-MYSQL_SCHEMA = ["CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(100), phone VARCHAR(40),"
-                " email VARCHAR(200), updated_by VARCHAR(40))"]
-MYSQL_TARGET = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, phone text, email text, updated_by text);"
+MYSQL_SCHEMA = [
+    "CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(100), phone VARCHAR(40),"
+    " email VARCHAR(200), updated_by VARCHAR(40))"
+]
+MYSQL_TARGET = (
+    "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, phone text, email text, updated_by text);"
+)
 AUTOMATIC = """
 [conflicts]
 policy = "last_writer_wins"
@@ -48,12 +52,15 @@ def _check_gap(setup: CdcSetup, table: str, seen: dict, unseen: dict) -> None:
     assert next_["version"] == 3 and next_["changed"] == ["email"]
     found = _conflicts(setup)
     assert [(c["type"], c["table"], c["key"], c["fields"]) for c in found] == [
-        ("stream_gap", table, '{"id":42}', sorted(unseen))]
+        ("stream_gap", table, '{"id":42}', sorted(unseen))
+    ]
     gap = found[0]
     assert (gap["severity"], gap["status"], gap["resolution"]) == ("critical", "pending", None)
     assert [e["event_id"] for e in gap["events"]] == [last_seen["event_id"], next_["event_id"]]
-    assert gap["evidence"] == {"recorded": {f: seen[f] for f in sorted(unseen)},
-                               "before": {f: unseen[f] for f in sorted(unseen)}}
+    assert gap["evidence"] == {
+        "recorded": {f: seen[f] for f in sorted(unseen)},
+        "before": {f: unseen[f] for f in sorted(unseen)},
+    }
     assert "changed without cdc seeing it" in gap["explanation"]
     assert next_["conflicts"] == [gap["id"]]
     assert [e for e in events if e["key"] != {"id": 42} and e["conflicts"]] == []
@@ -63,12 +70,15 @@ def _check_gap(setup: CdcSetup, table: str, seen: dict, unseen: dict) -> None:
 
 
 def test_postgres_slot_advanced_past_changes(pg_server, tmp_path):
-    crm = CdcSetup(pg_server, tmp_path, PG_SCHEMA, ["public.customers"],
-                   extra_config=_rules("public.customers") + AUTOMATIC)
+    crm = CdcSetup(
+        pg_server, tmp_path, PG_SCHEMA, ["public.customers"], extra_config=_rules("public.customers") + AUTOMATIC
+    )
     crm.setup()
     with crm.source() as conn:
-        conn.execute("INSERT INTO customers VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import'),"
-                     " (43, 'Grace', '555-0200', 'grace@x.io', 'import')")
+        conn.execute(
+            "INSERT INTO customers VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import'),"
+            " (43, 'Grace', '555-0200', 'grace@x.io', 'import')"
+        )
         conn.execute("UPDATE customers SET phone = '555-0199', updated_by = 'sales-app' WHERE id = 42")
     crm.drain()
     assert len(crm.events()) == 3
@@ -83,9 +93,12 @@ def test_postgres_slot_advanced_past_changes(pg_server, tmp_path):
     crm.drain()
 
     assert len(crm.events()) == 4  # the three skipped updates never reached cdc
-    _check_gap(crm, "public.customers",
-               seen={"name": "Ada", "phone": "555-0199", "updated_by": "sales-app"},
-               unseen={"name": "Ada L.", "phone": "555-0900", "updated_by": "bulk-fix"})
+    _check_gap(
+        crm,
+        "public.customers",
+        seen={"name": "Ada", "phone": "555-0199", "updated_by": "sales-app"},
+        unseen={"name": "Ada L.", "phone": "555-0900", "updated_by": "bulk-fix"},
+    )
 
 
 def test_mariadb_changes_kept_out_of_the_binlog(mariadb_server, pg_server, tmp_path):
@@ -93,21 +106,28 @@ def test_mariadb_changes_kept_out_of_the_binlog(mariadb_server, pg_server, tmp_p
     with erp.config.open("a") as config:
         config.write(_rules(f"{erp.source_db}.customers") + AUTOMATIC)
     erp.setup()
-    erp.execute("INSERT INTO customers VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import'),"
-                " (43, 'Grace', '555-0200', 'grace@x.io', 'import')",
-                "UPDATE customers SET phone = '555-0199', updated_by = 'sales-app' WHERE id = 42")
+    erp.execute(
+        "INSERT INTO customers VALUES (42, 'Ada', '555-0100', 'ada@x.io', 'import'),"
+        " (43, 'Grace', '555-0200', 'grace@x.io', 'import')",
+        "UPDATE customers SET phone = '555-0199', updated_by = 'sales-app' WHERE id = 42",
+    )
     erp.drain()
     assert len(erp.events()) == 3
 
     # a session that keeps its changes out of the binlog (needs SUPER / BINLOG ADMIN: root has it)
-    erp.execute("SET SESSION sql_log_bin = 0",
-                "UPDATE customers SET phone = '555-0900', updated_by = 'bulk-fix' WHERE id = 42",
-                "UPDATE customers SET name = 'Ada L.' WHERE id = 42",
-                "UPDATE customers SET name = 'Grace H.' WHERE id = 43")
+    erp.execute(
+        "SET SESSION sql_log_bin = 0",
+        "UPDATE customers SET phone = '555-0900', updated_by = 'bulk-fix' WHERE id = 42",
+        "UPDATE customers SET name = 'Ada L.' WHERE id = 42",
+        "UPDATE customers SET name = 'Grace H.' WHERE id = 43",
+    )
     erp.execute("UPDATE customers SET email = 'ada@new.io' WHERE id = 42")  # a new session: logged
     erp.drain()
 
     assert len(erp.events()) == 4
-    _check_gap(erp, f"{erp.source_db}.customers",
-               seen={"name": "Ada", "phone": "555-0199", "updated_by": "sales-app"},
-               unseen={"name": "Ada L.", "phone": "555-0900", "updated_by": "bulk-fix"})
+    _check_gap(
+        erp,
+        f"{erp.source_db}.customers",
+        seen={"name": "Ada", "phone": "555-0199", "updated_by": "sales-app"},
+        unseen={"name": "Ada L.", "phone": "555-0900", "updated_by": "bulk-fix"},
+    )

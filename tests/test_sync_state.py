@@ -3,28 +3,49 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change
-from cdc.conflicts.vectors import EntityRow, Side, differing_fields, dominates, observe, resolve, same_value
+from cdc.conflicts.vectors import (
+    EntityRow,
+    Side,
+    differing_fields,
+    dominates,
+    observe,
+    resolve,
+    same_value,
+)
 from cdc.model import sync_source
-from cdc.pipeline.sync import EntitySync
+from cdc.pipeline.entities import EntitySync
 from cdc.state.store import StateStore
 
 
 def _settings(tmp_path: Path, **extra) -> Settings:
-    return Settings(state_dir=tmp_path, sources=[{"name": "crm", "kind": "postgres", "dsn": "postgresql://x/crm",
-                                                   "tables": ["public.customers"]}], **extra)
+    return Settings(
+        state_dir=tmp_path,
+        sources=[{"name": "crm", "kind": "postgres", "dsn": "postgresql://x/crm", "tables": ["public.customers"]}],
+        **extra,
+    )
 
 
 def test_a_repair_is_dropped_when_the_row_changed_again_before_it_was_written(tmp_path):
     store = StateStore(tmp_path)
     sync = EntitySync(_settings(tmp_path), store)
     key = '{"id":1}'
-    cause = Change("crm:0/1:0", "crm", "public.customers", key, "update", {"id": 1}, {"id": 1, "phone": "2"},
-                   datetime.now(timezone.utc), "erp-sync", "7")
+    cause = Change(
+        "crm:0/1:0",
+        "crm",
+        "public.customers",
+        key,
+        "update",
+        {"id": 1},
+        {"id": 1, "phone": "2"},
+        datetime.now(UTC),
+        "erp-sync",
+        "7",
+    )
     with store.transaction():
         version = store.next_version("crm", "public", "customers", key, cause.event_id, live=True)
         sync.repair("crm", key, {"id": 1, "phone": "1"}, cause, version)
@@ -54,7 +75,9 @@ def test_resolution_policies_between_two_sources():
     erp = Side("erp", {"id": 1, "phone": "3", "limit": "99"}, "2026-11-22T10:00:00", base)
     assert resolve("last_writer_wins", crm, erp, [], {}) == (crm.row, "crm")
     assert resolve("source_priority", crm, erp, ["erp", "crm"], {"phone": "crm"}) == (
-        {"id": 1, "phone": "2", "limit": "99"}, "merged")
+        {"id": 1, "phone": "2", "limit": "99"},
+        "merged",
+    )
     assert resolve("field_merge", erp, crm, [], {})[0] == {"id": 1, "phone": "2", "limit": "99"}
     assert same_value("10.00", 10) and same_value("2026-11-22T10:00:00", "2026-11-22T10:00:00+00:00")
     assert differing_fields(crm.row, erp.row, frozenset({"limit"})) == ["phone"]
@@ -71,15 +94,25 @@ def test_row_history_in_memory_is_bounded_by_the_detection_window(tmp_path):
     settings.conflicts.window_seconds = 60
     store = StateStore(tmp_path)
     detector = Detector(settings, store, "crm")
-    start = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     before = None
     with store.transaction():
         for n in range(40):  # one change of the row every 30 seconds, for 20 minutes
             after = {"id": 1, "n": n}
             row = RowChange("public", "customers", "insert" if n == 0 else "update", {"id": 1}, before, after)
-            detector.check(row, f"crm:0/{n}:0", '{"id":1}', dumps_row(before), dumps_row(after),
-                           start + timedelta(seconds=30 * n), None, str(n), ["n"], (f"{n:08d}", 0),
-                           None if n == 0 else True)
+            detector.check(
+                row,
+                f"crm:0/{n}:0",
+                '{"id":1}',
+                dumps_row(before),
+                dumps_row(after),
+                start + timedelta(seconds=30 * n),
+                None,
+                str(n),
+                ["n"],
+                (f"{n:08d}", 0),
+                None if n == 0 else True,
+            )
             before = after
     assert detector.changes_in_memory <= 3  # the window's (60 s) changes and the last one
 
@@ -94,22 +127,27 @@ def test_pruning_keeps_the_events_that_natural_keys_point_to(tmp_path):
 
     settings = _settings(tmp_path, tables=[{"match": "public.customers", "natural_keys": [["email"]]}])
     with sqlite3.connect(tmp_path / "state.db") as old:  # a store from before pruning found them by row
-        old.execute("CREATE TABLE natural_keys (source TEXT, schema_name TEXT, table_name TEXT, names TEXT,"
-                    " vals TEXT, key TEXT, event_id TEXT, PRIMARY KEY (source, schema_name, table_name, names, vals,"
-                    " key)) WITHOUT ROWID")
+        old.execute(
+            "CREATE TABLE natural_keys (source TEXT, schema_name TEXT, table_name TEXT, names TEXT,"
+            " vals TEXT, key TEXT, event_id TEXT, PRIMARY KEY (source, schema_name, table_name, names, vals,"
+            " key)) WITHOUT ROWID"
+        )
         old.execute("CREATE INDEX natural_keys_by_event ON natural_keys (event_id)")
     store = StateStore(tmp_path)
     assert not store._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'natural_keys_by_event'").fetchall()
     versioner = Versioner(settings, store, "crm")
-    start = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     ids = {}
 
     def commit(n: int, *changes: tuple[str, dict | None, dict | None]) -> list:
         txn = TxnBegin(f"{n:08d}", f"0/{n}", str(n), start + timedelta(seconds=n))
         with store.transaction():
-            events = [versioner.version(txn, seq, RowChange("public", "customers", op, {"id": (after or before)["id"]},
-                                                            before, after))
-                      for seq, (op, before, after) in enumerate(changes)]
+            events = [
+                versioner.version(
+                    txn, seq, RowChange("public", "customers", op, {"id": (after or before)["id"]}, before, after)
+                )
+                for seq, (op, before, after) in enumerate(changes)
+            ]
             store.append(events)
         for event in events:
             ids[(n, json.loads(event.key)["id"])] = event.event_id
@@ -136,13 +174,16 @@ def test_natural_keys_are_settled_when_their_transaction_commits(tmp_path):
     settings = _settings(tmp_path, tables=[{"match": "public.customers", "natural_keys": [["email"]]}])
     store = StateStore(tmp_path)
     versioner = Versioner(settings, store, "crm")
-    start = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
     def changes(n: int, *rows: tuple[str, dict | None, dict | None]) -> list:
         txn = TxnBegin(f"{n:08d}", f"0/{n}", str(n), start)
-        events = [versioner.version(txn, seq, RowChange("public", "customers", op, {"id": (after or before)["id"]},
-                                                        before, after))
-                  for seq, (op, before, after) in enumerate(rows)]
+        events = [
+            versioner.version(
+                txn, seq, RowChange("public", "customers", op, {"id": (after or before)["id"]}, before, after)
+            )
+            for seq, (op, before, after) in enumerate(rows)
+        ]
         store.append(events)
         return events
 
@@ -157,8 +198,9 @@ def test_natural_keys_are_settled_when_their_transaction_commits(tmp_path):
         pass
     assert held() == []  # nothing noted in a transaction rolled back is stored, then or later
     with store.transaction():
-        first, second = changes(2, ("insert", None, {"id": 1, "email": "a@x"}),
-                                ("insert", None, {"id": 2, "email": "a@x"}))
+        first, second = changes(
+            2, ("insert", None, {"id": 1, "email": "a@x"}), ("insert", None, {"id": 2, "email": "a@x"})
+        )
         assert held() == []  # noted, not yet stored
     assert held() == [('{"id":1}', '["a@x"]'), ('{"id":2}', '["a@x"]')]
     [conflict] = store.conflicts(type="duplicate_key")
@@ -183,17 +225,27 @@ def test_natural_keys_of_a_schema_1_store_are_migrated_into_their_sets(tmp_path)
     with sqlite3.connect(tmp_path / "state.db") as old:  # as cdc kept natural keys before their sets
         old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-        old.execute("CREATE TABLE natural_keys (source TEXT NOT NULL, schema_name TEXT NOT NULL, table_name TEXT NOT"
-                    " NULL, names TEXT NOT NULL, vals TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,"
-                    " PRIMARY KEY (source, schema_name, table_name, names, vals, key)) WITHOUT ROWID")
-        old.executemany("INSERT INTO natural_keys VALUES ('crm', 'public', 'customers', ?, ?, ?, ?)",
-                        [('["email"]', '["a@x"]', '{"id":1}', "crm:0/1:0"), ('["phone"]', '["1"]', '{"id":1}', "crm:0/1:0"),
-                         ('["email"]', '["b@x"]', '{"id":2}', "crm:0/2:0")])
+        old.execute(
+            "CREATE TABLE natural_keys (source TEXT NOT NULL, schema_name TEXT NOT NULL, table_name TEXT NOT"
+            " NULL, names TEXT NOT NULL, vals TEXT NOT NULL, key TEXT NOT NULL, event_id TEXT NOT NULL,"
+            " PRIMARY KEY (source, schema_name, table_name, names, vals, key)) WITHOUT ROWID"
+        )
+        old.executemany(
+            "INSERT INTO natural_keys VALUES ('crm', 'public', 'customers', ?, ?, ?, ?)",
+            [
+                ('["email"]', '["a@x"]', '{"id":1}', "crm:0/1:0"),
+                ('["phone"]', '["1"]', '{"id":1}', "crm:0/1:0"),
+                ('["email"]', '["b@x"]', '{"id":2}', "crm:0/2:0"),
+            ],
+        )
     store = StateStore(tmp_path)
     assert store.natural_key_holders("crm", "public", "customers", '["email"]', ['["a@x"]', '["b@x"]', '["c@x"]']) == {
-        '["a@x"]': [('{"id":1}', "crm:0/1:0")], '["b@x"]': [('{"id":2}', "crm:0/2:0")]}
+        '["a@x"]': [('{"id":1}', "crm:0/1:0")],
+        '["b@x"]': [('{"id":2}', "crm:0/2:0")],
+    }
     assert store.natural_key_holders("crm", "public", "customers", '["phone"]', ['["1"]']) == {
-        '["1"]': [('{"id":1}', "crm:0/1:0")]}
+        '["1"]': [('{"id":1}', "crm:0/1:0")]
+    }
     assert not store._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'natural_keys'").fetchall()
     with store.transaction():  # the row lets both its keys go, whatever their sets
         store.drop_natural_keys("crm", "public", "customers", '{"id":1}')

@@ -12,13 +12,20 @@ import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii
-from typing import Any, Callable
+from typing import Any, cast
 
 from cdc.config import Settings
 from cdc.conflicts.model import Change, Conflict, TableRules
-from cdc.conflicts.natural_keys import HeldKey, NaturalKeyBatch, Owner, StoredHolder, held_key
+from cdc.conflicts.natural_keys import (
+    HeldKey,
+    NaturalKeyBatch,
+    Owner,
+    StoredHolder,
+    held_key,
+)
 from cdc.conflicts.resolution import Decision, decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_of
 from cdc.model import RowChange
@@ -31,8 +38,13 @@ HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory, at mos
 
 
 class Detector:
-    def __init__(self, settings: Settings, store: StateStore, source: str,
-                 on_conflict: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        source: str,
+        on_conflict: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._on_conflict = on_conflict
         self._settings = settings
         self._store = store
@@ -57,12 +69,23 @@ class Detector:
     def _table(self, schema: str, table: str) -> tuple[TableRules, str, tuple[tuple[tuple[str, ...], str], ...]]:
         """The table's rules, its "schema.table" name and its natural keys (see ``_tables``), kept."""
         t = self._settings.table_settings(self._source, schema, table)
-        rules = TableRules() if t is None else TableRules(
-            version_column=t.version_column, writer_column=t.writer_column,
-            ignore_columns=frozenset(t.ignore_columns), natural_keys=tuple(tuple(k) for k in t.natural_keys),
-            status_column=t.status_column, status_order=tuple(t.status_order))
-        found = self._tables[(schema, table)] = (rules, f"{schema}.{table}",
-                                                 tuple((names, json.dumps(list(names))) for names in rules.natural_keys))
+        rules = (
+            TableRules()
+            if t is None
+            else TableRules(
+                version_column=t.version_column,
+                writer_column=t.writer_column,
+                ignore_columns=frozenset(t.ignore_columns),
+                natural_keys=tuple(tuple(k) for k in t.natural_keys),
+                status_column=t.status_column,
+                status_order=tuple(t.status_order),
+            )
+        )
+        found = self._tables[(schema, table)] = (
+            rules,
+            f"{schema}.{table}",
+            tuple((names, json.dumps(list(names))) for names in rules.natural_keys),
+        )
         return found
 
     def _entity_members(self, schema: str, table: str) -> list[tuple[str, str, str]]:
@@ -71,14 +94,29 @@ class Detector:
         found = self._members.get((schema, table))
         if found is None:
             entity = self._settings.entity_of(self._source, schema, table)
-            others = [] if entity is None else [(source, *member) for source, member in entity.member_tables.items()
-                                                if source != self._source]
+            others = (
+                []
+                if entity is None
+                else [(source, *member) for source, member in entity.member_tables.items() if source != self._source]
+            )
             found = self._members[(schema, table)] = others
         return found
 
-    def check(self, row: RowChange, event_id: str, key: str, before: str, after: str, commit_ts: datetime,
-              writer: Any, txid: str | None, changed: list[str], position: tuple[str, int],
-              was_live: bool | None = None, rules_apply: bool = True) -> list[Conflict]:
+    def check(
+        self,
+        row: RowChange,
+        event_id: str,
+        key: str,
+        before: str,
+        after: str,
+        commit_ts: datetime,
+        writer: Any,
+        txid: str | None,
+        changed: list[str],
+        position: tuple[str, int],
+        was_live: bool | None = None,
+        rules_apply: bool = True,
+    ) -> list[Conflict]:
         """The conflicts a new event (not stored yet) raises, its natural keys noted.
 
         The event is given by the parts the versioner writes into its document, so that the
@@ -101,9 +139,21 @@ class Detector:
             before = previous.after_text  # one string for both
             previous.after_is(row.before)  # the same image: read it where it is fresh
         writer = sys.intern(writer) if type(writer) is str else json_value(writer)  # few writers, many changes
-        change = Change.of_texts(event_id, self._source, qualified, key, row.op, before, after, commit_ts, writer,
-                                 txid if type(txid) is str else json_value(txid), _column_set(tuple(changed)),
-                                 row.before, row.after)
+        change = Change.of_texts(
+            event_id,
+            self._source,
+            qualified,
+            key,
+            row.op,
+            before,
+            after,
+            commit_ts,
+            writer,
+            txid if type(txid) is str else json_value(txid),
+            _column_set(tuple(changed)),
+            row.before,
+            row.after,
+        )
         self.last_change = change
         found = []
         if rules_apply and (previous is not None or row.op != "insert"):  # (a new row has nothing to compare with)
@@ -126,14 +176,18 @@ class Detector:
         earlier = (*previous.earlier, previous) if previous.op == "update" else previous.earlier
         since = change.commit_ts - self._window
         if earlier and (earlier[0].commit_ts < since or len(earlier) >= HISTORY_LIMIT):
-            earlier = tuple([e for e in earlier if e.commit_ts >= since][-(HISTORY_LIMIT - 1):])
+            earlier = tuple([e for e in earlier if e.commit_ts >= since][-(HISTORY_LIMIT - 1) :])
         return earlier
 
     @property
     def changes_in_memory(self) -> int:
         """How many changes the rows' histories hold (bounded by the window and the cache)."""
-        return sum(1 + len(last.earlier) for cache in (self._history, self._older_history)
-                   for rows in cache.values() for last in rows.values())
+        return sum(
+            1 + len(last.earlier)
+            for cache in (self._history, self._older_history)
+            for rows in cache.values()
+            for last in rows.values()
+        )
 
     def forget_table(self, schema: str, table: str) -> None:
         """The table is being truncated (call before its rows are forgotten in the state store)."""
@@ -150,8 +204,10 @@ class Detector:
             older = self._older_history.get(qualified)
             last = None if older is None else older.pop(key, None)  # ``_remember`` brings it forward
         if last is None:
-            changes = [change_from_doc(json.loads(doc), key)
-                       for doc in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)]
+            changes = [
+                change_from_doc(json.loads(doc), key)
+                for doc in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)
+            ]
             if changes:
                 last = changes[-1]
                 last.earlier = tuple(c for c in changes[:-1] if c.op == "update")
@@ -173,18 +229,36 @@ class Detector:
         """The row left its key (an update changed its primary key): its natural keys go."""
         self._natural_key_batch().drop((schema, table), key)
 
-    def _note_natural_keys(self, change: Change, row: RowChange, natural_keys: tuple[tuple[tuple[str, ...], str], ...],
-                           position: tuple[str, int], new_row: bool, report: bool) -> None:
+    def _note_natural_keys(
+        self,
+        change: Change,
+        row: RowChange,
+        natural_keys: tuple[tuple[tuple[str, ...], str], ...],
+        position: tuple[str, int],
+        new_row: bool,
+        report: bool,
+    ) -> None:
         """The row's natural keys (each with its names' JSON) are now those of ``row.after`` (none after a delete)."""
         batch = self._natural_key_batch()
         schema, table, key, after = row.schema, row.table, change.key, row.after
         if not new_row:
             batch.drop((schema, table), key)
-        for names, names_json in natural_keys if after is not None else ():
-            values = natural_key_of(after, names, json_value)
-            if values is not None:
-                batch.hold(held_key(((schema, table, names_json, _values_json(values), key, change.event_id), names,
-                                     values, change, position, report)))
+        if after is not None:
+            for names, names_json in natural_keys:
+                values = natural_key_of(after, names, json_value)
+                if values is not None:
+                    batch.hold(
+                        held_key(
+                            (
+                                (schema, table, names_json, _values_json(values), key, change.event_id),
+                                names,
+                                values,
+                                change,
+                                position,
+                                report,
+                            )
+                        )
+                    )
 
     def _natural_key_batch(self) -> NaturalKeyBatch:
         """The natural keys noted in the open state store transaction, settled before it commits."""
@@ -212,15 +286,16 @@ class Detector:
             if owner is not None:
                 conflict = duplicate_natural_key(held.change, owner, held.names, held.values)
                 added.setdefault(held.change.event_id, []).append(self.record(conflict, *held.table, held.position))
-        self._store.write_natural_keys(self._source, [(*table, key) for table, key in settled.dropped_rows],
-                                       settled.kept)
+        self._store.write_natural_keys(
+            self._source, [(*table, key) for table, key in settled.dropped_rows], settled.kept
+        )
         for event_id, conflict_ids in added.items():
             self._store.add_event_conflicts(event_id, conflict_ids)
 
     def _owners_in_other_sources(self, unowned: list[HeldKey]) -> list[tuple[HeldKey, Change | None]]:
         """For keys no other row of their table holds, the change of a row holding them in the
         entity's tables in other sources, if any."""
-        found = []
+        found: list[tuple[HeldKey, Change | None]] = []
         for table, names in {(held.table, held.names_json) for held in unowned}:
             waiting = [held for held in unowned if held.table == table and held.names_json == names]
             for member in self._entity_members(*table):
@@ -240,30 +315,43 @@ class Detector:
         """The change that gave the owner its key (None: its event is gone from the log)."""
         if type(owner) is HeldKey:
             return owner.change
-        doc = self._store.event_doc(owner.event_id)
+        doc = self._store.event_doc(cast(StoredHolder, owner).event_id)
         if doc is None:
             return None
         owner_doc = json.loads(doc)
         return change_from_doc(owner_doc, key_text(owner_doc["key"]))
 
-    def record(self, conflict: Conflict, schema: str, table: str, position: tuple[str, int],
-               decision: Decision | None = None) -> str:
+    def record(
+        self, conflict: Conflict, schema: str, table: str, position: tuple[str, int], decision: Decision | None = None
+    ) -> str:
         """Store a conflict (inside the event's transaction), decide it by policy unless
         ``decision`` is given, log it; its id."""
         last = conflict.events[-1]
         conflict_id = f"{conflict.type}:{last.event_id}"
         if decision is None:
             settings = self._settings.table_settings(self._source, schema, table)
-            policy = policy_for(conflict, settings.policy if settings else None,
-                                settings.field_policies if settings else {}, self._settings.conflicts.policy)
+            policy = policy_for(
+                conflict,
+                settings.policy if settings else None,
+                settings.field_policies if settings else {},
+                self._settings.conflicts.policy,
+            )
             decision = decide(conflict, policy, settings.repair if settings else "off")
         self._store.add_conflict(conflict_id, self._source, conflict, decision.status, decision.resolution)
         if decision.hold:
             self._store.hold(self._source, schema, table, conflict.key, conflict_id, position)
         if conflict.severity != "info":
-            log.warning("%s conflict: %s", conflict.type, conflict.explanation,
-                        extra={"conflict": conflict_id, "source": self._source, "severity": conflict.severity,
-                               "status": decision.status})
+            log.warning(
+                "%s conflict: %s",
+                conflict.type,
+                conflict.explanation,
+                extra={
+                    "conflict": conflict_id,
+                    "source": self._source,
+                    "severity": conflict.severity,
+                    "status": decision.status,
+                },
+            )
         if self._on_conflict is not None:
             self._on_conflict(self._store.conflicts(conflict_id=conflict_id)[0])
         return conflict_id
@@ -275,8 +363,11 @@ def _natural_keys_touched(change: Change, row: RowChange, rules: TableRules) -> 
     if row.before is None or row.after is None:
         return True
     changed, present, key = change.changed, row.after.keys(), row.key.keys()
-    return (not changed.isdisjoint(rules.natural_key_columns) or not changed.isdisjoint(key)
-            or not (present >= rules.natural_key_columns and present >= key))
+    return (
+        not changed.isdisjoint(rules.natural_key_columns)
+        or not changed.isdisjoint(key)
+        or not (present >= rules.natural_key_columns and present >= key)
+    )
 
 
 _dumps_default_str = json.JSONEncoder(default=str).encode
@@ -296,6 +387,16 @@ def _values_json(values: tuple[Any, ...]) -> str:
 
 
 def change_from_doc(doc: dict[str, Any], key: str) -> Change:
-    return Change(doc["event_id"], doc["source"], f"{doc['schema']}.{doc['table']}", key, doc["op"], doc["before"],
-                  doc["after"], datetime.fromisoformat(doc["commit_ts"]), doc["writer"], doc["txid"],
-                  frozenset(doc["changed"]))
+    return Change(
+        doc["event_id"],
+        doc["source"],
+        f"{doc['schema']}.{doc['table']}",
+        key,
+        doc["op"],
+        doc["before"],
+        doc["after"],
+        datetime.fromisoformat(doc["commit_ts"]),
+        doc["writer"],
+        doc["txid"],
+        frozenset(doc["changed"]),
+    )

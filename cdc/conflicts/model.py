@@ -23,12 +23,39 @@ class Change:
     case, and a row's history in memory (``keep_texts_only``) holds one string per image.
     """
 
-    __slots__ = ("event_id", "source", "table", "key", "op", "commit_ts", "writer", "txid", "changed",
-                 "before_text", "after_text", "_before", "_after", "_before_values", "_after_values", "earlier")
+    __slots__ = (
+        "_after",
+        "_after_values",
+        "_before",
+        "_before_values",
+        "after_text",
+        "before_text",
+        "changed",
+        "commit_ts",
+        "earlier",
+        "event_id",
+        "key",
+        "op",
+        "source",
+        "table",
+        "txid",
+        "writer",
+    )
 
-    def __init__(self, event_id: str, source: str, table: str, key: str, op: str, before: dict[str, Any] | None,
-                 after: dict[str, Any] | None, commit_ts: datetime, writer: str | None, txid: str | None,
-                 changed: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        event_id: str,
+        source: str,
+        table: str,
+        key: str,
+        op: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        commit_ts: datetime,
+        writer: str | None,
+        txid: str | None,
+        changed: frozenset[str] = frozenset(),
+    ) -> None:
         self.event_id = event_id
         self.source = source
         self.table = table  # "schema.table"
@@ -47,14 +74,32 @@ class Change:
         self.earlier: tuple[Change, ...] = ()  # the row's updates before this change that rules still read
 
     @classmethod
-    def of_texts(cls, event_id: str, source: str, table: str, key: str, op: str, before_text: str, after_text: str,
-                 commit_ts: datetime, writer: str | None, txid: str | None, changed: frozenset[str],
-                 before_values: dict[str, Any] | None, after_values: dict[str, Any] | None) -> "Change":
+    def of_texts(
+        cls,
+        event_id: str,
+        source: str,
+        table: str,
+        key: str,
+        op: str,
+        before_text: str,
+        after_text: str,
+        commit_ts: datetime,
+        writer: str | None,
+        txid: str | None,
+        changed: frozenset[str],
+        before_values: dict[str, Any] | None,
+        after_values: dict[str, Any] | None,
+    ) -> Change:
         """A new change: its images as JSON texts (``dumps_row``'s) and as the Python values they encode."""
         change = cls.__new__(cls)  # each slot set once: a change is made for every event
         change.event_id, change.source, change.table, change.key, change.op = event_id, source, table, key, op
         change.commit_ts, change.writer, change.txid, change.changed = commit_ts, writer, txid, changed
-        change.before_text, change.after_text, change._before, change._after = before_text, after_text, _UNKNOWN, _UNKNOWN
+        change.before_text, change.after_text, change._before, change._after = (
+            before_text,
+            after_text,
+            _UNKNOWN,
+            _UNKNOWN,
+        )
         change._before_values, change._after_values, change.earlier = before_values, after_values, ()
         return change
 
@@ -114,8 +159,19 @@ class Change:
         return self.writer if self.writer is not None else f"{self.source}:{self.txid}"
 
     def _fields(self) -> tuple:
-        return (self.event_id, self.source, self.table, self.key, self.op, self.before, self.after, self.commit_ts,
-                self.writer, self.txid, self.changed)
+        return (
+            self.event_id,
+            self.source,
+            self.table,
+            self.key,
+            self.op,
+            self.before,
+            self.after,
+            self.commit_ts,
+            self.writer,
+            self.txid,
+            self.changed,
+        )
 
     def __eq__(self, other: object) -> bool:
         return self._fields() == other._fields() if isinstance(other, Change) else NotImplemented
@@ -123,8 +179,10 @@ class Change:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return (f"Change(event_id={self.event_id!r}, table={self.table!r}, key={self.key}, op={self.op!r}, "
-                f"writer={self.writer!r}, commit_ts={self.commit_ts.isoformat()})")
+        return (
+            f"Change(event_id={self.event_id!r}, table={self.table!r}, key={self.key}, op={self.op!r}, "
+            f"writer={self.writer!r}, commit_ts={self.commit_ts.isoformat()})"
+        )
 
 
 def _parse(text: str | None) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, cast
 
 from cdc.conflicts.model import Change
 
@@ -57,7 +57,7 @@ class HeldKey(NamedTuple):
 
 
 held_key = functools.partial(tuple.__new__, HeldKey)  # HeldKey of one tuple of its fields, made without a Python call
-Owner = Union[StoredHolder, HeldKey]
+Owner = StoredHolder | HeldKey
 
 
 @dataclass(slots=True)
@@ -74,7 +74,7 @@ class Settled:
 class NaturalKeyBatch:
     """The natural-key operations of one transaction, in the order the changes came."""
 
-    __slots__ = ("_ops", "_drops")
+    __slots__ = ("_drops", "_ops")
 
     def __init__(self) -> None:
         self._ops: list[HeldKey | Row] = []
@@ -104,34 +104,48 @@ class NaturalKeyBatch:
         """Replay the batch over ``stored``: (table, names JSON, values JSON) -> the rows holding
         that key before the batch, in the order the first is to be taken as owner."""
         if not stored and not self._drops and self._all_distinct():  # the usual case: nothing to replay
-            return Settled([], self._ops, [], [op.stored for op in self._ops])  # type: ignore[arg-type, union-attr]
+            held = cast("list[HeldKey]", self._ops)  # no drops: every op holds a key
+            return Settled([], held, [], [op.stored for op in held])
         # a row's generation grows with each drop: a holding noted at an older one is over
         generation: dict[Row, int] = {}
         holders: dict[tuple[Table, str, str], list[tuple[str, Owner, int]]] = {
-            entry: [(holder.key, holder, 0) for holder in same] for entry, same in stored.items()}
+            entry: [(holder.key, holder, 0) for holder in same] for entry, same in stored.items()
+        }
         settled = Settled()
         dropped: dict[Row, None] = {}
         for op in self._ops:
             if type(op) is not HeldKey:
-                generation[op] = generation.get(op, 0) + 1  # type: ignore[index]
-                dropped[op] = None  # type: ignore[index]
+                row = cast(Row, op)
+                generation[row] = generation.get(row, 0) + 1
+                dropped[row] = None
                 continue
             schema, table, names, values, key, _ = op.stored
             entry = ((schema, table), names, values)
             same = holders.setdefault(entry, [])
-            owner = next((holder for other, holder, noted in same
-                          if other != key and generation.get((entry[0], other), 0) == noted), None)
+            owner = next(
+                (
+                    holder
+                    for other, holder, noted in same
+                    if other != key and generation.get((entry[0], other), 0) == noted
+                ),
+                None,
+            )
             same.append((key, op, generation.get((entry[0], key), 0)))
             if owner is None:
                 settled.unowned.append(op)
             else:
                 settled.owned.append((op, owner))
         settled.dropped_rows = list(dropped)
-        settled.kept = [holder.stored for same in holders.values() for key, holder, noted in same
-                        if type(holder) is HeldKey and generation.get((holder.table, key), 0) == noted]
+        settled.kept = [
+            holder.stored
+            for same in holders.values()
+            for key, holder, noted in same
+            if type(holder) is HeldKey and generation.get((holder.table, key), 0) == noted
+        ]
         return settled
 
     def _all_distinct(self) -> bool:
         """Whether no two keys held in the batch are the same (the usual case)."""
         # by values alone: the same values of another table or key taken for a repeat costs a replay, nothing else
-        return len({op.stored[3] for op in self._ops}) == len(self._ops)  # type: ignore[union-attr]
+        held = cast("list[HeldKey]", self._ops)  # asked only when the batch has no drops
+        return len({op.stored[3] for op in held}) == len(held)

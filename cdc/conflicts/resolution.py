@@ -10,6 +10,7 @@ resolved automatically.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,7 @@ class Decision:
     resolution: dict[str, Any] | None
 
 
-def policy_for(conflict: Conflict, table_policy: str | None, field_policies: dict[str, str],
-               default: str) -> str:
+def policy_for(conflict: Conflict, table_policy: str | None, field_policies: Mapping[str, str], default: str) -> str:
     """The field's policy when one of the conflict's fields has one (``manual`` first), else the table's."""
     policies = [field_policies[f] for f in conflict.fields if f in field_policies]
     if "manual" in policies:
@@ -45,10 +45,12 @@ def decide(conflict: Conflict, policy: str, repair: str = "off") -> Decision:
         if proposed is not None and repair == "propose":
             return Decision("pending", False, {"policy": policy, "proposed_row": proposed})
         if proposed is not None:
-            return Decision("auto_resolved", False, {"policy": policy, "winner": "merged",
-                                                     "resolved_row": proposed, "written_back": True})
-    return Decision("auto_resolved", False, {"policy": policy, "winner": latest.event_id,
-                                             "resolved_row": latest.after})
+            return Decision(
+                "auto_resolved",
+                False,
+                {"policy": policy, "winner": "merged", "resolved_row": proposed, "written_back": True},
+            )
+    return Decision("auto_resolved", False, {"policy": policy, "winner": latest.event_id, "resolved_row": latest.after})
 
 
 def merged_row(conflict: Conflict) -> dict[str, Any] | None:

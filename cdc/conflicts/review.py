@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cdc import event_doc
 from cdc.conflicts.resolution import three_way_merge
-from cdc.model import make_event_id
+from cdc.errors import ReviewError
+from cdc.model import REVIEW_SOURCE, make_event_id
 from cdc.state.store import NewEvent, StateStore
 from cdc.values import dumps_row
 
-REVIEW_SOURCE = "review"
 
-
-class ReviewError(Exception):
-    """The resolution asked for cannot be made; the message says why."""
-
-
-def resolve(store: StateStore, conflict_id: str, *, keep: str | None = None, merge: bool = False,
-            row: dict[str, Any] | None = None, by: str = "cdc conflicts resolve") -> dict[str, Any]:
+def resolve(
+    store: StateStore,
+    conflict_id: str,
+    *,
+    keep: str | None = None,
+    merge: bool = False,
+    row: dict[str, Any] | None = None,
+    by: str = "cdc conflicts resolve",
+) -> dict[str, Any]:
     """Resolve a conflict by keeping one event's row, merging, or a given row; the resolution."""
     found = store.conflicts(conflict_id=conflict_id)
     if not found:
@@ -40,6 +42,7 @@ def resolve(store: StateStore, conflict_id: str, *, keep: str | None = None, mer
     if any(doc is None for doc in docs):
         raise ReviewError(f"the events of conflict {conflict_id} are no longer in the event log")
     last = docs[-1]
+    how: dict[str, Any]  # how the row was chosen, part of the resolution
     if keep is not None:
         chosen = next((doc for doc in docs if doc["event_id"] == keep), None)
         if chosen is None:
@@ -61,20 +64,47 @@ def resolve(store: StateStore, conflict_id: str, *, keep: str | None = None, mer
     return resolution
 
 
-def _store_resolution(store: StateStore, record: dict[str, Any], last: dict[str, Any],
-                      resolved: dict[str, Any] | None, resolution: dict[str, Any]) -> None:
-    now = datetime.now(timezone.utc)
+def _store_resolution(
+    store: StateStore,
+    record: dict[str, Any],
+    last: dict[str, Any],
+    resolved: dict[str, Any] | None,
+    resolution: dict[str, Any],
+) -> None:
+    now = datetime.now(UTC)
     txn_key = f"{time.time_ns():020d}"
     event_id = make_event_id(REVIEW_SOURCE, txn_key, 0)
     op = "update" if resolved is not None else "delete"
     key = last["key"] if resolved is None else {column: resolved[column] for column in last["key"]}
-    doc = event_doc.render(event_id=event_id, source=last["source"], schema=last["schema"], table=last["table"],
-                           op=op, key=dumps_row(key), version=last["version"],
-                           before=last["after"] if resolved is not None else last["before"], after=resolved,
-                           commit_ts=now.isoformat(timespec="microseconds"), position=txn_key,
-                           writer=resolution["by"], conflicts=[record["id"]])
-    event = NewEvent(REVIEW_SOURCE, txn_key, 0, event_id, last["schema"], last["table"], op, dumps_row(key),
-                     now.isoformat(timespec="microseconds"), doc, None, origin=last["source"])
+    doc = event_doc.render(
+        event_id=event_id,
+        source=last["source"],
+        schema=last["schema"],
+        table=last["table"],
+        op=op,
+        key=dumps_row(key),
+        version=last["version"],
+        before=last["after"] if resolved is not None else last["before"],
+        after=resolved,
+        commit_ts=now.isoformat(timespec="microseconds"),
+        position=txn_key,
+        writer=resolution["by"],
+        conflicts=[record["id"]],
+    )
+    event = NewEvent(
+        REVIEW_SOURCE,
+        txn_key,
+        0,
+        event_id,
+        last["schema"],
+        last["table"],
+        op,
+        dumps_row(key),
+        now.isoformat(timespec="microseconds"),
+        doc,
+        None,
+        origin=last["source"],
+    )
     with store.transaction():
         store.append([event])
         store.set_conflict_status(record["id"], "resolved_by_hand", resolution)

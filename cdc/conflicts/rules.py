@@ -1,4 +1,4 @@
-"""The detection rules of DESIGN.md, as pure functions of a row's recent history.
+"""The detection rules (the README's conflict taxonomy), as pure functions of a row's recent history.
 
 ``detect`` sees one new change of a row, the previous change the daemon recorded for that
 row (however old), and the row's changes within the detection window; it returns the
@@ -9,18 +9,31 @@ are left out of the field comparisons.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from cdc.conflicts.model import Change, Conflict, TableRules
 
-SEVERITY = {"lost_update": "error", "concurrent_overwrite": "warning", "duplicate_key": "error",
-            "update_delete": "warning", "state_regression": "warning", "divergence": "warning",
-            "stream_gap": "critical"}
+SEVERITY = {
+    "lost_update": "error",
+    "concurrent_overwrite": "warning",
+    "duplicate_key": "error",
+    "update_delete": "warning",
+    "state_regression": "warning",
+    "divergence": "warning",
+    "stream_gap": "critical",
+}
 
 
-def detect(change: Change, previous: Change | None, recent: Sequence[Change], rules: TableRules,
-           window: timedelta, live: bool | None = None) -> list[Conflict]:
+def detect(
+    change: Change,
+    previous: Change | None,
+    recent: Sequence[Change],
+    rules: TableRules,
+    window: timedelta,
+    live: bool | None = None,
+) -> list[Conflict]:
     """The conflicts ``change`` causes; ``recent`` holds the row's earlier changes, oldest first.
 
     ``live`` says whether the row existed before the change (None: as ``previous`` shows);
@@ -37,14 +50,28 @@ def detect(change: Change, previous: Change | None, recent: Sequence[Change], ru
     if gap:
         found.append(gap)
     if op == "insert" and live and previous is not None:
-        found.append(_conflict("duplicate_key", change, (previous, change), tuple(sorted(json.loads(change.key))),
-                               "an insert of a key that belongs to a live row",
-                               f"{_who(change)} inserted {change.table} {change.key}, which already existed "
-                               f"(last written by {_who(previous)} at {_time(previous)})"))
+        found.append(
+            _conflict(
+                "duplicate_key",
+                change,
+                (previous, change),
+                tuple(sorted(json.loads(change.key))),
+                "an insert of a key that belongs to a live row",
+                f"{_who(change)} inserted {change.table} {change.key}, which already existed "
+                f"(last written by {_who(previous)} at {_time(previous)})",
+            )
+        )
     if op == "update":
-        lost = None if previous is None else lost_update(  # (only a previous update can be reverted)
-            change, previous, rules, within_window=previous.op == "update" and any(
-                e.event_id == previous.event_id for e in in_window))
+        lost = (
+            None
+            if previous is None
+            else lost_update(  # (only a previous update can be reverted)
+                change,
+                previous,
+                rules,
+                within_window=previous.op == "update" and any(e.event_id == previous.event_id for e in in_window),
+            )
+        )
         if lost:
             found.append(lost)
         if in_window:
@@ -81,16 +108,21 @@ def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
     if before.keys() == recorded.keys():  # the usual case: the same columns
         differing = tuple(sorted(name for name, value in before.items() if value != recorded[name]))
     else:
-        differing = tuple(sorted(name for name in before.keys() | recorded.keys()
-                                 if before.get(name) != recorded.get(name)))
+        differing = tuple(
+            sorted(name for name in before.keys() | recorded.keys() if before.get(name) != recorded.get(name))
+        )
     if not differing:
         return None
-    return _conflict("stream_gap", change, (previous, change), differing,
-                     "the before-image differs from the last after-image recorded",
-                     f"{change.table} {change.key}: {', '.join(differing)} changed without cdc seeing it "
-                     f"between {_time(previous)} and {_time(change)}",
-                     evidence={"recorded": _subset(previous.after, differing),
-                               "before": _subset(change.before, differing)})
+    return _conflict(
+        "stream_gap",
+        change,
+        (previous, change),
+        differing,
+        "the before-image differs from the last after-image recorded",
+        f"{change.table} {change.key}: {', '.join(differing)} changed without cdc seeing it "
+        f"between {_time(previous)} and {_time(change)}",
+        evidence={"recorded": _subset(previous.after, differing), "before": _subset(change.before, differing)},
+    )
 
 
 def lost_update(change: Change, previous: Change, rules: TableRules, within_window: bool = True) -> Conflict | None:
@@ -102,8 +134,11 @@ def lost_update(change: Change, previous: Change, rules: TableRules, within_wind
 
 
 def _stale_save(change: Change, previous: Change, rules: TableRules, within_window: bool) -> Conflict | None:
-    if (not within_window or not previous.has_before
-            or _identity(change, rules, strict=True) == _identity(previous, rules, strict=True)):
+    if (
+        not within_window
+        or not previous.has_before
+        or _identity(change, rules, strict=True) == _identity(previous, rules, strict=True)
+    ):
         return None
     mine = change.changed - rules.bookkeeping
     theirs = previous.changed - rules.bookkeeping
@@ -112,11 +147,16 @@ def _stale_save(change: Change, previous: Change, rules: TableRules, within_wind
     if not all(change.after_value(f) == previous.before_value(f) != previous.after_value(f) for f in theirs):
         return None
     fields = tuple(sorted(theirs))
-    return _conflict("lost_update", change, (previous, change), fields,
-                     "a stale full-row save reverted the previous write",
-                     f"{', '.join(fields)} set by {_who(previous)} at {_time(previous)} was reverted by "
-                     f"{_who(change)} at {_time(change)} from a copy read before it",
-                     evidence={"lost": _subset(previous.after, fields), "restored": _subset(change.after, fields)})
+    return _conflict(
+        "lost_update",
+        change,
+        (previous, change),
+        fields,
+        "a stale full-row save reverted the previous write",
+        f"{', '.join(fields)} set by {_who(previous)} at {_time(previous)} was reverted by "
+        f"{_who(change)} at {_time(change)} from a copy read before it",
+        evidence={"lost": _subset(previous.after, fields), "restored": _subset(change.after, fields)},
+    )
 
 
 def _version_not_advanced(change: Change, previous: Change, rules: TableRules) -> Conflict | None:
@@ -126,16 +166,22 @@ def _version_not_advanced(change: Change, previous: Change, rules: TableRules) -
     old, new = previous.after_value(column), change.after_value(column)
     if old is None or new is None or _advanced(old, new):
         return None
-    return _conflict("lost_update", change, (previous, change), (column,),
-                     "version_column did not advance (a write based on a stale read)",
-                     f"{_who(change)} wrote {change.table} {change.key} at {_time(change)} with "
-                     f"{column} {new}, not past {old} written by {_who(previous)} at {_time(previous)}: "
-                     "it was based on a stale read",
-                     evidence={"previous_version": old, "new_version": new})
+    return _conflict(
+        "lost_update",
+        change,
+        (previous, change),
+        (column,),
+        "version_column did not advance (a write based on a stale read)",
+        f"{_who(change)} wrote {change.table} {change.key} at {_time(change)} with "
+        f"{column} {new}, not past {old} written by {_who(previous)} at {_time(previous)}: "
+        "it was based on a stale read",
+        evidence={"previous_version": old, "new_version": new},
+    )
 
 
-def concurrent_overwrites(change: Change, in_window: Sequence[Change], rules: TableRules,
-                          exclude: Conflict | None = None) -> list[Conflict]:
+def concurrent_overwrites(
+    change: Change, in_window: Sequence[Change], rules: TableRules, exclude: Conflict | None = None
+) -> list[Conflict]:
     """Another writer changed one of the same fields within the window (an insert sets fields
     but changes none, so creating a row and another writer's first edit do not conflict)."""
     if change.op != "update":
@@ -149,12 +195,18 @@ def concurrent_overwrites(change: Change, in_window: Sequence[Change], rules: Ta
             continue
         fields = tuple(sorted(mine & (earlier.changed - rules.bookkeeping)))
         if fields:
-            found.append(_conflict(
-                "concurrent_overwrite", change, (earlier, change), fields,
-                "two writers changed the same field within the window",
-                f"{', '.join(fields)} set by {_who(earlier)} at {_time(earlier)} was overwritten by "
-                f"{_who(change)} at {_time(change)}",
-                evidence={"overwritten": _subset(earlier.after, fields), "written": _subset(change.after, fields)}))
+            found.append(
+                _conflict(
+                    "concurrent_overwrite",
+                    change,
+                    (earlier, change),
+                    fields,
+                    "two writers changed the same field within the window",
+                    f"{', '.join(fields)} set by {_who(earlier)} at {_time(earlier)} was overwritten by "
+                    f"{_who(change)} at {_time(change)}",
+                    evidence={"overwritten": _subset(earlier.after, fields), "written": _subset(change.after, fields)},
+                )
+            )
             break  # the most recent other writer is the one overwritten
     return found
 
@@ -170,12 +222,17 @@ def update_delete(change: Change, in_window: Sequence[Change], rules: TableRules
     for earlier in reversed(in_window):
         if earlier.op == "update" and (earlier.source, earlier.txid) != (change.source, change.txid):
             fields = tuple(sorted(earlier.changed - rules.bookkeeping))
-            return _conflict("update_delete", change, (earlier, change), fields,
-                             "a delete within the window of another writer's update",
-                             f"{_who(change)} deleted {change.table} {change.key} at {_time(change)}, "
-                             f"{_ago(earlier, change)} after {_who(earlier)} updated "
-                             f"{', '.join(fields) or 'it'}: that update is lost",
-                             evidence={"updated": _subset(earlier.after, fields)})
+            return _conflict(
+                "update_delete",
+                change,
+                (earlier, change),
+                fields,
+                "a delete within the window of another writer's update",
+                f"{_who(change)} deleted {change.table} {change.key} at {_time(change)}, "
+                f"{_ago(earlier, change)} after {_who(earlier)} updated "
+                f"{', '.join(fields) or 'it'}: that update is lost",
+                evidence={"updated": _subset(earlier.after, fields)},
+            )
     return None
 
 
@@ -187,15 +244,20 @@ def state_regression(change: Change, rules: TableRules) -> Conflict | None:
     old, new = change.before_value(column), change.after_value(column)
     if old == new or old not in order or new not in order or order.index(new) > order.index(old):
         return None  # the usual case, an unchanged status, is found first
-    return _conflict("state_regression", change, (change,), (column,),
-                     f"{column} moved against status_order",
-                     f"{change.table} {change.key}: {column} moved back from {old} to {new} "
-                     f"({_who(change)} at {_time(change)})",
-                     evidence={"from": old, "to": new, "order": list(order)})
+    return _conflict(
+        "state_regression",
+        change,
+        (change,),
+        (column,),
+        f"{column} moved against status_order",
+        f"{change.table} {change.key}: {column} moved back from {old} to {new} ({_who(change)} at {_time(change)})",
+        evidence={"from": old, "to": new, "order": list(order)},
+    )
 
 
-def natural_key_values(after: dict[str, Any] | None, rules: TableRules,
-                       read: Callable[[Any], Any] | None = None) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+def natural_key_values(
+    after: dict[str, Any] | None, rules: TableRules, read: Callable[[Any], Any] | None = None
+) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
     """The natural keys wholly set in a row image (the row after a change); ``read`` turns the
     image's values into the form the event document holds them in, if they are not in it."""
     if after is None:
@@ -208,8 +270,9 @@ def natural_key_values(after: dict[str, Any] | None, rules: TableRules,
     return keys
 
 
-def natural_key_of(image: dict[str, Any], names: tuple[str, ...],
-                   read: Callable[[Any], Any] | None = None) -> tuple[Any, ...] | None:
+def natural_key_of(
+    image: dict[str, Any], names: tuple[str, ...], read: Callable[[Any], Any] | None = None
+) -> tuple[Any, ...] | None:
     """The values of the natural key ``names`` in a row image, None unless all are set; ``read``
     as for ``natural_key_values`` (it must leave a text as it is)."""
     if len(names) == 1:  # the usual natural key, one text column: read without loops
@@ -223,22 +286,34 @@ def natural_key_of(image: dict[str, Any], names: tuple[str, ...],
     return None if None in values or "" in values else values
 
 
-def duplicate_natural_key(change: Change, owner: Change, names: tuple[str, ...],
-                          values: tuple[Any, ...]) -> Conflict:
+def duplicate_natural_key(change: Change, owner: Change, names: tuple[str, ...], values: tuple[Any, ...]) -> Conflict:
     """``change`` gave its row a natural key that ``owner``'s live row already holds."""
     shown = ", ".join(f"{n}={v}" for n, v in zip(names, values))
-    return _conflict("duplicate_key", change, (owner, change), names, "a natural key already belongs to a live row",
-                     f"{_who(change)} gave {change.table} {change.key} {shown} at {_time(change)}, which "
-                     f"{owner.table} {owner.key} already has (written by {_who(owner)} at {_time(owner)})",
-                     evidence={"natural_key": dict(zip(names, values)), "owner_key": owner.key})
+    return _conflict(
+        "duplicate_key",
+        change,
+        (owner, change),
+        names,
+        "a natural key already belongs to a live row",
+        f"{_who(change)} gave {change.table} {change.key} {shown} at {_time(change)}, which "
+        f"{owner.table} {owner.key} already has (written by {_who(owner)} at {_time(owner)})",
+        evidence={"natural_key": dict(zip(names, values)), "owner_key": owner.key},
+    )
 
 
 # -- helpers ---------------------------------------------------------------------------
 
-def _conflict(kind: str, change: Change, events: tuple[Change, ...], fields: tuple[str, ...], rule: str,
-              explanation: str, evidence: dict[str, Any] | None = None) -> Conflict:
-    return Conflict(kind, SEVERITY[kind], change.table, change.key, fields, events, rule, evidence or {},
-                    explanation)
+
+def _conflict(
+    kind: str,
+    change: Change,
+    events: tuple[Change, ...],
+    fields: tuple[str, ...],
+    rule: str,
+    explanation: str,
+    evidence: dict[str, Any] | None = None,
+) -> Conflict:
+    return Conflict(kind, SEVERITY[kind], change.table, change.key, fields, events, rule, evidence or {}, explanation)
 
 
 def _identity(change: Change, rules: TableRules, strict: bool = False) -> tuple:

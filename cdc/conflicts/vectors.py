@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -43,17 +43,34 @@ class EntityRow:
     sent: dict[str, Vector] = field(default_factory=dict)  # member -> the vector of the last row sent to it
 
     def to_json(self) -> str:
-        return json.dumps({"vector": self.vector, "row": self.row, "row_event": self.row_event,
-                           "row_source": self.row_source, "row_ts": self.row_ts, "seen": self.seen,
-                           "sent": self.sent}, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(
+            {
+                "vector": self.vector,
+                "row": self.row,
+                "row_event": self.row_event,
+                "row_source": self.row_source,
+                "row_ts": self.row_ts,
+                "seen": self.seen,
+                "sent": self.sent,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
 
     @classmethod
-    def from_json(cls, text: str | None) -> "EntityRow":
+    def from_json(cls, text: str | None) -> EntityRow:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(data["vector"], data["row"], data["row_event"], data["row_source"], data["row_ts"],
-                   data["seen"], data["sent"])
+        return cls(
+            data["vector"],
+            data["row"],
+            data["row_event"],
+            data["row_source"],
+            data["row_ts"],
+            data["seen"],
+            data["sent"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +88,9 @@ def observe(state: EntityRow, member: str) -> Outcome:
     base = state.seen.get(member, {})
     mine = dict(base)
     mine[member] = max(base.get(member, 0), state.vector.get(member, 0)) + 1
-    unseen = tuple(source for source, count in sorted(state.vector.items())
-                   if source != member and base.get(source, 0) < count)
+    unseen = tuple(
+        source for source, count in sorted(state.vector.items()) if source != member and base.get(source, 0) < count
+    )
     return Outcome(bool(unseen), merged(state.vector, mine), mine, unseen)
 
 
@@ -119,17 +137,19 @@ def _normal(value: Any) -> Any:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return text
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def resolve(policy: str, mine: Side, theirs: Side, priority: list[str],
-            owners: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+def resolve(
+    policy: str, mine: Side, theirs: Side, priority: list[str], owners: dict[str, str]
+) -> tuple[dict[str, Any] | None, str]:
     """The resolved row of two concurrent versions, and the source that won (``"merged"`` when
     both contributed). ``policy`` is never ``manual`` here."""
     newer, older = (mine, theirs) if _later(mine, theirs, priority) else (theirs, mine)
     if policy == "source_priority":
-        first, second = (mine, theirs) if _rank(mine.source, priority) <= _rank(theirs.source, priority) \
-            else (theirs, mine)
+        first, second = (
+            (mine, theirs) if _rank(mine.source, priority) <= _rank(theirs.source, priority) else (theirs, mine)
+        )
         if first.row is None or second.row is None or not owners:
             return first.row, first.source
         row = dict(first.row)
@@ -154,7 +174,7 @@ def _later(mine: Side, theirs: Side, priority: list[str]) -> bool:
 
 def _moment(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _rank(source: str, priority: list[str]) -> int:

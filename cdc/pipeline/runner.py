@@ -16,20 +16,28 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, cast
 
 from cdc.config import Settings
-from cdc.backfill import backfill_source, stale as backfill_stale
-from cdc.conflicts.review import REVIEW_SOURCE
 from cdc.metrics import Metrics
-from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack, sync_source
-from cdc.pipeline.sync import EntitySync
+from cdc.model import (
+    REVIEW_SOURCE,
+    Idle,
+    RowChange,
+    TxnBegin,
+    TxnCommit,
+    WriteBack,
+    backfill_source,
+    sync_source,
+)
+from cdc.pipeline.entities import EntitySync
 from cdc.pipeline.versioner import Versioner
 from cdc.sources.base import Source, SourceItem
 from cdc.state.store import NOWHERE, WHOLE_TRANSACTION, Position, StateStore
 from cdc.targets import Target
-from cdc.values import key_text
+from cdc.values import dumps_row, key_text
 
 log = logging.getLogger("cdc.pipeline")
 
@@ -37,10 +45,6 @@ QUEUE_BATCHES = 8  # batches of up to 1,000 changes waiting between a source and
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 2000  # events deleted per state store transaction
 PRUNE_BUDGET_SECONDS = 0.5
-
-
-class Stopped(Exception):
-    """The pipeline was asked to stop."""
 
 
 @dataclass
@@ -61,10 +65,17 @@ class _SourceRun:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: StateStore, sources: list[Source], targets: list[Target],
-                 on_conflict: Callable[[dict], None] | None = None,
-                 sync_targets: dict[str, Target] | None = None, metrics: Metrics | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        sources: list[Source],
+        targets: list[Target],
+        on_conflict: Callable[[dict], None] | None = None,
+        sync_targets: dict[str, Target] | None = None,
+        metrics: Metrics | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.on_ready = on_ready
@@ -73,8 +84,10 @@ class Pipeline:
         self.targets = targets
         self.sync_targets = sync_targets or {}  # member source -> the target writing synced rows into it
         self.sync = EntitySync(settings, store)
-        self.runs = {source.name: _SourceRun(source, Versioner(settings, store, source.name, on_conflict, self.sync))
-                     for source in sources}
+        self.runs = {
+            source.name: _SourceRun(source, Versioner(settings, store, source.name, on_conflict, self.sync))
+            for source in sources
+        }
         self._queue: queue.Queue[tuple[str, list[SourceItem] | BaseException]] = queue.Queue(QUEUE_BATCHES)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -164,22 +177,23 @@ class Pipeline:
                 seq = run.seq
                 run.seq += 1
                 if run.txn is not None and (run.txn.txn_key, seq) > run.stored:
-                    run.pending.append((seq, item))
+                    run.pending.append((seq, cast(RowChange, item)))
                     if len(run.pending) >= batch:
                         self._store(run)
             elif kind is TxnBegin:
-                run.txn, run.seq = item, 0
+                run.txn, run.seq = cast(TxnBegin, item), 0
                 run.write_back, run.write_back_noted = None, False
             elif kind is WriteBack:
                 self._store(run)  # what came before the marker is not an echo
-                run.write_back = item
+                run.write_back = cast(WriteBack, item)
             elif kind is TxnCommit:
-                self._store(run, commit=item)
+                self._store(run, commit=cast(TxnCommit, item))
             elif kind is Idle:
-                if item.reached == "drained":
+                idle = cast(Idle, item)
+                if idle.reached == "drained":
                     run.drained = True
                 if run.txn is None:
-                    run.idle_at = item.resume_position
+                    run.idle_at = idle.resume_position
                     self.metrics.lag_seconds.labels(run.source.name).set(0)
 
     def _store(self, run: _SourceRun, commit: TxnCommit | None = None) -> None:
@@ -192,6 +206,7 @@ class Pipeline:
         if run.pending or (commit and not already_complete) or note_write_back:
             with self.store.transaction():
                 if note_write_back:
+                    assert run.write_back is not None  # note_write_back says so
                     self.sync.echoed(name, run.write_back)
                     run.write_back_noted = True
                 echo = run.write_back is not None
@@ -228,15 +243,19 @@ class Pipeline:
             pseudo = backfill_source(name)
             last = self.store.last_txn(pseudo)
             for target in self.targets if last else ():
-                self._apply(target, pseudo, last, held,
-                            skip=lambda doc, target=target.name: backfill_stale(self.store, doc, target))
+
+                def stale(doc: dict[str, Any], target: str = target.name) -> bool:
+                    return backfill_stale(self.store, doc, target)
+
+                self._apply(target, pseudo, last, held, skip=stale)
         if self.sync_targets:
             with self.store.transaction():
                 self.sync.take_reviews()
         for member, target in self.sync_targets.items():
             pseudo = sync_source(member)
-            self._apply(target, pseudo, self.store.last_txn(pseudo), {},
-                        skip=lambda doc: self.sync.not_to_write(doc, held))
+            self._apply(
+                target, pseudo, self.store.last_txn(pseudo), {}, skip=lambda doc: self.sync.not_to_write(doc, held)
+            )
         for target in self._all_targets():
             target.checkpoint()
         self.metrics.checkpointed()
@@ -266,15 +285,25 @@ class Pipeline:
             if count < PRUNE_BATCH:
                 break
         if pruned:
-            log.info("pruned %d events older than %g days from the event log", pruned,
-                     self.settings.event_log.retain_days, extra={"pruned": pruned})
+            log.info(
+                "pruned %d events older than %g days from the event log",
+                pruned,
+                self.settings.event_log.retain_days,
+                extra={"pruned": pruned},
+            )
         return pruned
 
     def _all_targets(self) -> list[Target]:
         return [*self.targets, *self.sync_targets.values()]
 
-    def _apply(self, target: Target, source: str, upto_txn: str, held: dict[tuple[str, str, str, str], Position],
-               skip: Callable[[dict], bool] | None = None) -> None:
+    def _apply(
+        self,
+        target: Target,
+        source: str,
+        upto_txn: str,
+        held: dict[tuple[str, str, str, str], Position],
+        skip: Callable[[dict], bool] | None = None,
+    ) -> None:
         position = target.position(source) or NOWHERE
         if not upto_txn or position[0] > upto_txn:
             return
@@ -298,3 +327,12 @@ class Pipeline:
             if len(events) < limit:
                 break
 
+
+def backfill_stale(store: StateStore, doc: dict[str, Any], target: str) -> bool:
+    """Whether the daemon must not write a re-read row into ``target``: meant for another target,
+    or the stream holds a change of the row committed at or after the read began."""
+    backfill = doc["backfill"]
+    if backfill["target"] not in (None, target):
+        return True
+    last = store.row_last_txn(doc["source"], doc["schema"], doc["table"], dumps_row(doc["key"]))
+    return last is not None and last >= backfill["read_at"]

@@ -7,19 +7,24 @@ re-reading the same transaction after a restart yields the same ids.
 
 from __future__ import annotations
 
-import json
-from typing import Callable
+from collections.abc import Callable
 
 from cdc.config import EntitySettings, Settings
-from cdc.conflicts.detector import Detector, change_from_doc
+from cdc.conflicts.detector import Detector
 from cdc.conflicts.model import Change, Conflict
 from cdc.conflicts.resolution import merged_row
-from cdc.model import RowChange, TxnBegin, add_conflict_ids, changed_columns, make_event_id
-from cdc.pipeline.sync import EntitySync
+from cdc.model import (
+    RowChange,
+    TxnBegin,
+    add_conflict_ids,
+    changed_columns,
+    make_event_id,
+)
+from cdc.pipeline.entities import EntitySync
+from cdc.pipeline.plan import Plan
 from cdc.state.store import NewEvent, StateStore
-from cdc.values import compact_json as _dump, dumps_row, encode_value
-
-
+from cdc.values import compact_json as _dump
+from cdc.values import dumps_row, encode_value, json_value
 
 _ECHO = ',"echo":true'  # cdc's own write into the source, come back on its stream
 
@@ -27,12 +32,17 @@ _ECHO = ',"echo":true'  # cdc's own write into the source, come back on its stre
 class Versioner:
     """Makes the events of one source's changes; call inside ``store.transaction()``."""
 
-    def __init__(self, settings: Settings, store: StateStore, source: str,
-                 on_conflict: Callable[[dict], None] | None = None, sync: EntitySync | None = None) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        source: str,
+        on_conflict: Callable[[dict], None] | None = None,
+        sync: EntitySync | None = None,
+    ) -> None:
         self._store = store
         self._source = source
-        self._writer_columns: dict[tuple[str, str], str | None] = {}
+        self._plan = Plan(settings, source)
         self._recorder = Detector(settings, store, source, on_conflict)
         self._detector = self._recorder if settings.conflicts.detect else None
         self._sync = sync or EntitySync(settings, store)
@@ -49,20 +59,28 @@ class Versioner:
                 self._detector.forget_table(change.schema, change.table)
             self._store.forget_rows(self._source, change.schema, change.table)
             version = 0
-        elif (self._detector is not None and change.op == "insert"
-              and self._store.first_version(self._source, change.schema, change.table, key_json, event_id)):
+        elif (
+            self._detector is not None
+            and change.op == "insert"
+            and self._store.first_version(self._source, change.schema, change.table, key_json, event_id)
+        ):
             version = 1  # a row never seen (was_live None)
         else:
             if self._detector is not None:  # only an insert can meet a row that is still there
-                was_live = (self._store.is_live(self._source, change.schema, change.table, key_json)
-                            if change.op == "insert" else True)
-            version = self._store.next_version(self._source, change.schema, change.table, key_json, event_id,
-                                               live=change.op != "delete")
+                was_live = (
+                    self._store.is_live(self._source, change.schema, change.table, key_json)
+                    if change.op == "insert"
+                    else True
+                )
+            version = self._store.next_version(
+                self._source, change.schema, change.table, key_json, event_id, live=change.op != "delete"
+            )
             old_key = _old_key(change)
             if old_key is not None:
                 self._row_gone(change, dumps_row(old_key))
+        plan = self._plan.table(change.schema, change.table)
         changed = _changed(change)
-        writer = self._writer(change)
+        writer = _writer(change, plan.writer_column)
         commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
         before, after = dumps_row(change.before), dumps_row(change.after)
         doc = (
@@ -73,27 +91,65 @@ class Versioner:
             f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
             f'"writer":{encode_value(writer)},"conflicts":[]{_ECHO if echo else ""}}}'
         )
-        entity = self._sync.entity_of(self._source, change.schema, change.table)
+        entity = plan.entity
         ids: list[str] = []
         noted = echo or change.op == "snapshot"  # history for the next change, never a new change itself
         if self._detector is not None and change.op != "truncate":
-            conflicts = self._detector.check(change, event_id, key_json, before, after, txn.commit_ts, writer,
-                                             txn.xid, changed, position, was_live, rules_apply=not noted)
+            conflicts = self._detector.check(
+                change,
+                event_id,
+                key_json,
+                before,
+                after,
+                txn.commit_ts,
+                writer,
+                txn.xid,
+                changed,
+                position,
+                was_live,
+                rules_apply=not noted,
+            )
             if conflicts:
-                ids = [self._detector.record(conflict, change.schema, change.table, position)
-                       for conflict in conflicts]
-                self._write_repairs(conflicts, change, self._detector.last_change, key_json, version)
+                ids = [self._detector.record(conflict, change.schema, change.table, position) for conflict in conflicts]
+                if plan.repair_write:
+                    self._write_repairs(conflicts, self._detector.last_change, key_json, version)
             if entity is not None and not noted:
                 ids += self._observe_entity(entity, self._detector.last_change, change, position)
         elif entity is not None and not noted and change.op in ("insert", "update", "delete"):
-            ids = self._observe_entity(entity, change_from_doc(json.loads(doc), key_json), change, position)
+            seen = Change.of_texts(
+                event_id,
+                self._source,
+                plan.qualified,
+                key_json,
+                change.op,
+                before,
+                after,
+                txn.commit_ts,
+                json_value(writer),
+                json_value(txn.xid),
+                frozenset(changed),
+                change.before,
+                change.after,
+            )  # what ``change_from_doc`` would read from ``doc``
+            ids = self._observe_entity(entity, seen, change, position)
         if ids:
             doc = add_conflict_ids(doc, ids)
         native = None
         if change.native_after is not None or change.native_before is not None:
             native = _dump({"key": _native_key(change), "after": change.native_after})
-        return NewEvent(self._source, txn.txn_key, seq, event_id, change.schema, change.table, change.op,
-                        key_json, commit_ts, doc, native)
+        return NewEvent(
+            self._source,
+            txn.txn_key,
+            seq,
+            event_id,
+            change.schema,
+            change.table,
+            change.op,
+            key_json,
+            commit_ts,
+            doc,
+            native,
+        )
 
     def _row_gone(self, change: RowChange, old_key: str) -> None:
         """An update moved the row to another primary key: the old key's row is gone."""
@@ -103,33 +159,30 @@ class Versioner:
         else:  # keys noted while detection was on must not outlive the row
             self._store.drop_natural_keys(self._source, change.schema, change.table, old_key)
 
-    def _observe_entity(self, entity: EntitySettings, seen: Change | None, change: RowChange,
-                        position: tuple[str, int]) -> list[str]:
+    def _observe_entity(
+        self, entity: EntitySettings, seen: Change | None, change: RowChange, position: tuple[str, int]
+    ) -> list[str]:
         assert seen is not None
-        return self._sync.observe(entity, seen, self._recorder.rules(change.schema, change.table), position,
-                                  self._recorder.record)
+        return self._sync.observe(
+            entity, seen, self._recorder.rules(change.schema, change.table), position, self._recorder.record
+        )
 
-    def _write_repairs(self, conflicts: list[Conflict], change: RowChange, cause: Change | None, key_json: str,
-                       version: int) -> None:
+    def _write_repairs(self, conflicts: list[Conflict], cause: Change | None, key_json: str, version: int) -> None:
         """With ``repair = "write"``, a lost update's merged row goes back into the source."""
-        table = self._settings.table_settings(self._source, change.schema, change.table)
-        if table is None or table.repair != "write" or cause is None:
+        if cause is None:
             return
         for conflict in conflicts:
             row = merged_row(conflict) if conflict.type == "lost_update" and len(conflict.events) == 2 else None
             if row is not None:
                 self._sync.repair(self._source, key_json, row, cause, version)
 
-    def _writer(self, change: RowChange) -> object:
-        cache_key = (change.schema, change.table)
-        if cache_key not in self._writer_columns:
-            table = self._settings.table_settings(self._source, change.schema, change.table)
-            self._writer_columns[cache_key] = table.writer_column if table else None
-        column = self._writer_columns[cache_key]
-        if column is None:
-            return None
-        image = change.after if change.after is not None else change.before
-        return None if image is None else image.get(column)
+
+def _writer(change: RowChange, column: str | None) -> object:
+    """The writer column's value in the row (its after image, else its before image)."""
+    if column is None:
+        return None
+    image = change.after if change.after is not None else change.before
+    return None if image is None else image.get(column)
 
 
 def _changed(change: RowChange) -> list[str]:

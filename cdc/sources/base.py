@@ -1,35 +1,16 @@
-"""What every source provides to the pipeline."""
+"""What every source provides: the stream interface the pipeline reads, and the preflight
+``Problem`` that ``cdc check`` reports. It imports no concrete source (see ``cdc.sources``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Protocol
 
+from cdc.errors import SourceError  # noqa: F401 (re-exported)
 from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack
+from cdc.problems import Problem  # noqa: F401 (re-exported)
 
 SourceItem = TxnBegin | RowChange | TxnCommit | Idle | WriteBack
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A preflight problem (``cdc check``) and the statement or setting that fixes it.
-
-    A ``warning`` does not stop cdc yet (a stored position close to being purged); an
-    ``error`` does.
-    """
-
-    what: str
-    fix: str
-    severity: str = "error"
-
-
-class SourceError(Exception):
-    """A source failed. ``fatal`` errors need a person (a missing slot, a table without a key);
-    the others (a lost connection) are retried with backoff."""
-
-    def __init__(self, message: str, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.fatal = fatal
 
 
 class Source(Protocol):
@@ -54,36 +35,17 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-def server_status(settings) -> dict[str, Any] | None:
-    """What the source's server keeps for cdc (``cdc status``, the daemon's monitor): a
-    PostgreSQL slot's position, lag and retained WAL, or a binlog's end and files."""
-    if settings.kind == "mysql":
-        from cdc.sources import mysql_admin
-        from cdc.sources.mysql import MysqlSource
+class SnapshotReader(Protocol):
+    """A consistent read of a source's tables in primary-key chunks, and the stream position it matches."""
 
-        conn = MysqlSource(settings).control_connection()
-        try:
-            return mysql_admin.binlog_status(conn)
-        finally:
-            conn.close()
-    import psycopg
+    def begin(self, resume: dict[str, Any] | None) -> dict[str, Any]: ...
 
-    from cdc.dsn import connect_kwargs
-    from cdc.sources import pg_admin
+    def begin_read(self) -> str: ...
 
-    with psycopg.connect(**connect_kwargs(settings.dsn, settings.password, connect_timeout=5),
-                         autocommit=True) as conn:
-        return pg_admin.slot_status(conn, settings)
+    def count(self, schema: str, table: str, where: str | None = None) -> int: ...
 
+    def chunks(
+        self, schema: str, table: str, after: list[Any] | None, size: int, where: str | None = None
+    ) -> Iterator[tuple[list[RowChange], list[Any]]]: ...
 
-def make_source(settings, store=None) -> Source:
-    if settings.kind == "postgres":
-        from cdc.sources.postgres import PostgresSource
-
-        return PostgresSource(settings)
-    if settings.kind == "mysql":
-        from cdc.sources.mysql import MysqlSource
-
-        return MysqlSource(settings)
-    raise SourceError(f"source {settings.name}: the {settings.kind} source is not available in this version",
-                      fatal=True)
+    def close(self) -> None: ...

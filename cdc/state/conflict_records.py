@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import Any, cast
 
 from cdc.model import add_conflict_ids
 
@@ -20,44 +20,58 @@ _LOOKUP_CHUNK = 500  # natural key values per holders query (well within SQLite'
 class ConflictRecords:
     _db: sqlite3.Connection
 
-    def natural_key_holders(self, source: str, schema: str, table: str, names: str,
-                            values: list[str]) -> dict[str, list[tuple[str, str]]]:
+    def natural_key_holders(
+        self, source: str, schema: str, table: str, names: str, values: list[str]
+    ) -> dict[str, list[tuple[str, str]]]:
         """For each of ``values`` (values JSON of the natural key ``names``) that rows of the
         table hold: their (key, event id), by key."""
         found: dict[str, list[tuple[str, str]]] = {}
         set_id = self._natural_key_set(source, schema, table, names, create=False)
         for start in range(0, len(values), _LOOKUP_CHUNK) if set_id is not None else ():
-            chunk = values[start:start + _LOOKUP_CHUNK]
+            chunk = values[start : start + _LOOKUP_CHUNK]
             rows = self._db.execute(
                 f"SELECT vals, key, event_id FROM natural_key_rows WHERE set_id = ? AND vals IN ({', '.join('?' * len(chunk))})"
-                " ORDER BY vals, key", (set_id, *chunk))
+                " ORDER BY vals, key",
+                (set_id, *chunk),
+            )
             for vals, key, event_id in rows:
                 found.setdefault(vals, []).append((key, event_id))
         return found
 
-    def write_natural_keys(self, source: str, dropped_rows: list[tuple[str, str, str]],
-                           held: list[tuple[str, str, str, str, str, str]]) -> None:
+    def write_natural_keys(
+        self, source: str, dropped_rows: list[tuple[str, str, str]], held: list[tuple[str, str, str, str, str, str]]
+    ) -> None:
         """The rows ``dropped_rows`` (schema, table, key) hold none of their natural keys any more,
         then rows hold ``held`` (schema, table, names JSON, values JSON, key, event id)."""
-        self._db.executemany("DELETE FROM natural_key_rows WHERE key = ? AND set_id IN (SELECT set_id"
-                             " FROM natural_key_sets WHERE source = ? AND schema_name = ? AND table_name = ?)",
-                             [(key, source, schema, table) for schema, table, key in dropped_rows])
+        self._db.executemany(
+            "DELETE FROM natural_key_rows WHERE key = ? AND set_id IN (SELECT set_id"
+            " FROM natural_key_sets WHERE source = ? AND schema_name = ? AND table_name = ?)",
+            [(key, source, schema, table) for schema, table, key in dropped_rows],
+        )
         sets: dict[tuple[str, str, str], int] = {}
         rows = []
         for schema, table, names, vals, key, event_id in held:
             set_id = sets.get((schema, table, names))
             if set_id is None:
-                set_id = sets[(schema, table, names)] = self._natural_key_set(source, schema, table, names, create=True)
+                # create=True makes the set if it is missing (INSERT ... RETURNING): never None
+                set_id = sets[(schema, table, names)] = cast(
+                    int, self._natural_key_set(source, schema, table, names, create=True)
+                )
             rows.append((set_id, vals, key, event_id))
         self._db.executemany("INSERT OR REPLACE INTO natural_key_rows VALUES (?, ?, ?, ?)", rows)
 
     def _natural_key_set(self, source: str, schema: str, table: str, names: str, create: bool) -> int | None:
         """The id of the natural key ``names`` (JSON) of the table; None if none is stored and not ``create``."""
         where = "source = ? AND schema_name = ? AND table_name = ? AND names = ?"
-        row = self._db.execute(f"SELECT set_id FROM natural_key_sets WHERE {where}", (source, schema, table, names)).fetchone()
+        row = self._db.execute(
+            f"SELECT set_id FROM natural_key_sets WHERE {where}", (source, schema, table, names)
+        ).fetchone()
         if row is None and create:
-            row = self._db.execute("INSERT INTO natural_key_sets (source, schema_name, table_name, names)"
-                                   " VALUES (?, ?, ?, ?) RETURNING set_id", (source, schema, table, names)).fetchone()
+            row = self._db.execute(
+                "INSERT INTO natural_key_sets (source, schema_name, table_name, names)"
+                " VALUES (?, ?, ?, ?) RETURNING set_id",
+                (source, schema, table, names),
+            ).fetchone()
         return None if row is None else row[0]
 
     def drop_natural_keys(self, source: str, schema: str, table: str, key: str) -> None:
@@ -68,25 +82,54 @@ class ConflictRecords:
         """The stored event also raised ``conflict_ids`` (found when its transaction was settled)."""
         row = self._db.execute("SELECT doc FROM events WHERE event_id = ?", (event_id,)).fetchone()
         if row is not None:
-            self._db.execute("UPDATE events SET doc = ? WHERE event_id = ?",
-                             (add_conflict_ids(row[0], conflict_ids), event_id))
+            self._db.execute(
+                "UPDATE events SET doc = ? WHERE event_id = ?", (add_conflict_ids(row[0], conflict_ids), event_id)
+            )
 
     def add_conflict(self, conflict_id: str, source: str, conflict, status: str, resolution: dict | None) -> None:
-        events = [{"event_id": e.event_id, "commit_ts": e.commit_ts.isoformat(timespec="microseconds"),
-                   "writer": e.writer, "source": e.source, "op": e.op,
-                   "before": {f: (e.before or {}).get(f) for f in conflict.fields},
-                   "after": {f: (e.after or {}).get(f) for f in conflict.fields}} for e in conflict.events]
+        events = [
+            {
+                "event_id": e.event_id,
+                "commit_ts": e.commit_ts.isoformat(timespec="microseconds"),
+                "writer": e.writer,
+                "source": e.source,
+                "op": e.op,
+                "before": {f: (e.before or {}).get(f) for f in conflict.fields},
+                "after": {f: (e.after or {}).get(f) for f in conflict.fields},
+            }
+            for e in conflict.events
+        ]
         self._db.execute(
             "INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (conflict_id, conflict.type, conflict.severity, source, conflict.table, conflict.key,
-             json.dumps(list(conflict.fields)), json.dumps(events, ensure_ascii=False), conflict.rule,
-             json.dumps(conflict.evidence, ensure_ascii=False, default=str), conflict.explanation, status,
-             json.dumps(resolution, ensure_ascii=False, default=str) if resolution is not None else None,
-             events[-1]["commit_ts"], time.time()))
+            (
+                conflict_id,
+                conflict.type,
+                conflict.severity,
+                source,
+                conflict.table,
+                conflict.key,
+                json.dumps(list(conflict.fields)),
+                json.dumps(events, ensure_ascii=False),
+                conflict.rule,
+                json.dumps(conflict.evidence, ensure_ascii=False, default=str),
+                conflict.explanation,
+                status,
+                json.dumps(resolution, ensure_ascii=False, default=str) if resolution is not None else None,
+                events[-1]["commit_ts"],
+                time.time(),
+            ),
+        )
 
-    def conflicts(self, *, conflict_id: str | None = None, type: str | None = None, table: str | None = None,
-                  status: str | None = None, since: str | None = None, limit: int | None = None
-                  ) -> list[dict[str, Any]]:
+    def conflicts(
+        self,
+        *,
+        conflict_id: str | None = None,
+        type: str | None = None,
+        table: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         clauses, params = ["1 = 1"], []
         for column, value in (("id", conflict_id), ("type", type), ("table_name", table), ("status", status)):
             if value:
@@ -111,21 +154,27 @@ class ConflictRecords:
 
     def hold(self, source: str, schema: str, table: str, key: str, conflict_id: str, since: Position) -> None:
         """Row targets get no change of the key from position ``since`` on until the conflict is resolved."""
-        self._db.execute("INSERT OR IGNORE INTO held_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (source, schema, table, key, conflict_id, since[0], since[1]))
+        self._db.execute(
+            "INSERT OR IGNORE INTO held_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (source, schema, table, key, conflict_id, since[0], since[1]),
+        )
 
     def release(self, conflict_id: str) -> None:
         self._db.execute("DELETE FROM held_keys WHERE conflict_id = ?", (conflict_id,))
 
     def held_keys(self) -> dict[tuple[str, str, str, str], Position]:
         """Each held key and the position from which its changes wait."""
-        rows = self._db.execute("SELECT source, schema_name, table_name, key, min(txn_key || ':' || printf('%010d', seq))"
-                                " FROM held_keys GROUP BY source, schema_name, table_name, key")
+        rows = self._db.execute(
+            "SELECT source, schema_name, table_name, key, min(txn_key || ':' || printf('%010d', seq))"
+            " FROM held_keys GROUP BY source, schema_name, table_name, key"
+        )
         return {(r[0], r[1], r[2], r[3]): (r[4].rsplit(":", 1)[0], int(r[4].rsplit(":", 1)[1])) for r in rows}
 
     def set_conflict_status(self, conflict_id: str, status: str, resolution: dict[str, Any]) -> None:
-        self._db.execute("UPDATE conflicts SET status = ?, resolution = ? WHERE id = ?",
-                         (status, json.dumps(resolution, ensure_ascii=False, default=str), conflict_id))
+        self._db.execute(
+            "UPDATE conflicts SET status = ?, resolution = ? WHERE id = ?",
+            (status, json.dumps(resolution, ensure_ascii=False, default=str), conflict_id),
+        )
 
     def open_conflicts(self) -> dict[str, int]:
         """Pending conflicts by type."""
@@ -137,5 +186,7 @@ class ConflictRecords:
         return row[0] if row else None
 
     def set_entity_row(self, entity: str, key: str, state: str) -> None:
-        self._db.execute("INSERT INTO entity_rows VALUES (?1, ?2, ?3) ON CONFLICT (entity, key) DO UPDATE"
-                         " SET state = ?3", (entity, key, state))
+        self._db.execute(
+            "INSERT INTO entity_rows VALUES (?1, ?2, ?3) ON CONFLICT (entity, key) DO UPDATE SET state = ?3",
+            (entity, key, state),
+        )

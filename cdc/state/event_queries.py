@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from cdc.model import StoredEvent
 
@@ -16,9 +17,16 @@ from cdc.model import StoredEvent
 class EventQueries:
     _db: sqlite3.Connection
 
-    def query_events(self, *, source: str | None = None, table: str | None = None,
-                     key: dict[str, str] | None = None, since: str | None = None, until: str | None = None,
-                     limit: int | None = None) -> Iterator[str]:
+    def query_events(
+        self,
+        *,
+        source: str | None = None,
+        table: str | None = None,
+        key: dict[str, str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[str]:
         """Event documents matching the filters, oldest first (for ``cdc events``)."""
         where, params = _event_filters(source, table, key, since, until)
         sql = f"SELECT doc FROM events WHERE {where} ORDER BY log_id"
@@ -27,26 +35,46 @@ class EventQueries:
         for (doc,) in self._db.execute(sql, params):
             yield doc
 
-    def replayable(self, *, after_log_id: int, limit: int, source: str | None = None, table: str | None = None,
-                   key: dict[str, str] | None = None, since: str | None = None,
-                   until: str | None = None) -> list[StoredEvent]:
+    def replayable(
+        self,
+        *,
+        after_log_id: int,
+        limit: int,
+        source: str | None = None,
+        table: str | None = None,
+        key: dict[str, str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[StoredEvent]:
         """Events matching the filters after ``after_log_id``, in log order, that a target can be
         sent again (rows cdc wrote into sources are left out)."""
         where, params = _event_filters(source, table, key, since, until)
         rows = self._db.execute(
             "SELECT log_id, coalesce(origin, source), txn_key, seq, event_id, schema_name, table_name, op, key,"
             f" doc, native FROM events WHERE {where} AND log_id > ? AND source NOT LIKE 'sync:%'"
-            " ORDER BY log_id LIMIT ?", [*params, after_log_id, limit]).fetchall()
+            " ORDER BY log_id LIMIT ?",
+            [*params, after_log_id, limit],
+        ).fetchall()
         return [stored_event(row) for row in rows]
 
-    def count_replayable(self, *, source: str | None = None, table: str | None = None,
-                         key: dict[str, str] | None = None, since: str | None = None,
-                         until: str | None = None) -> dict[str, int]:
+    def count_replayable(
+        self,
+        *,
+        source: str | None = None,
+        table: str | None = None,
+        key: dict[str, str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> dict[str, int]:
         """How many events ``replayable`` would give, by "schema.table"."""
         where, params = _event_filters(source, table, key, since, until)
-        return dict(self._db.execute(
-            f"SELECT schema_name || '.' || table_name, count(*) FROM events WHERE {where}"
-            " AND source NOT LIKE 'sync:%' GROUP BY 1 ORDER BY 1", params).fetchall())
+        return dict(
+            self._db.execute(
+                f"SELECT schema_name || '.' || table_name, count(*) FROM events WHERE {where}"
+                " AND source NOT LIKE 'sync:%' GROUP BY 1 ORDER BY 1",
+                params,
+            ).fetchall()
+        )
 
     def prune_events(self, recorded_before: float, limit: int) -> int:
         """Delete up to ``limit`` events recorded before the cutoff that every target holds, no
@@ -60,7 +88,9 @@ class EventQueries:
             "  AND n.key = e.key AND n.event_id = e.event_id)"
             " AND NOT EXISTS (SELECT 1 FROM conflicts c, json_each(c.events) j WHERE c.status = 'pending'"
             "  AND json_extract(j.value, '$.event_id') = e.event_id)"
-            " ORDER BY e.log_id LIMIT ?)", (recorded_before, limit)).rowcount
+            " ORDER BY e.log_id LIMIT ?)",
+            (recorded_before, limit),
+        ).rowcount
 
     def oldest_event(self) -> tuple[str, str] | None:
         """The oldest event still in the log (what ``replay`` can reach back to): (commit_ts, event_id)."""
@@ -70,15 +100,20 @@ class EventQueries:
     def counts(self) -> dict[str, Any]:
         events = dict(self._db.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
         oldest = self._db.execute("SELECT min(commit_ts), max(commit_ts), max(recorded_at) FROM events").fetchone()
-        return {"events_by_source": events, "oldest_commit_ts": oldest[0], "newest_commit_ts": oldest[1],
-                "last_recorded_at": oldest[2]}
+        return {
+            "events_by_source": events,
+            "oldest_commit_ts": oldest[0],
+            "newest_commit_ts": oldest[1],
+            "last_recorded_at": oldest[2],
+        }
 
     def events_recorded_since(self, since: float) -> int:
         return self._db.execute("SELECT count(*) FROM events WHERE recorded_at >= ?", (since,)).fetchone()[0]
 
 
-def _event_filters(source: str | None, table: str | None, key: dict[str, str] | None, since: str | None,
-                   until: str | None) -> tuple[str, list[Any]]:
+def _event_filters(
+    source: str | None, table: str | None, key: dict[str, str] | None, since: str | None, until: str | None
+) -> tuple[str, list[Any]]:
     """The WHERE clause (and its parameters) of an event query by source, table, key and time."""
     clauses, params = ["1 = 1"], []
     if source:
@@ -106,8 +141,18 @@ def _event_filters(source: str | None, table: str | None, key: dict[str, str] | 
 def stored_event(row: tuple) -> StoredEvent:
     native = json.loads(row[10]) if row[10] else None
     return StoredEvent(
-        log_id=row[0], source=row[1], txn_key=row[2], seq=row[3], event_id=row[4], schema=row[5],
-        table=row[6], op=row[7], key=json.loads(row[8]), json=row[9], native=native)
+        log_id=row[0],
+        source=row[1],
+        txn_key=row[2],
+        seq=row[3],
+        event_id=row[4],
+        schema=row[5],
+        table=row[6],
+        op=row[7],
+        key=json.loads(row[8]),
+        json=row[9],
+        native=native,
+    )
 
 
 def _json_path(column: str) -> str:

@@ -11,22 +11,22 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from types import TracebackType
 
+from cdc.errors import StateStoreError
 from cdc.model import StoredEvent
 from cdc.state.conflict_records import ConflictRecords
-from cdc.state.event_queries import EventQueries, stored_event as _stored_event
-from cdc.state.schema import SCHEMA as _SCHEMA, SCHEMA_VERSION
+from cdc.state.event_queries import EventQueries
+from cdc.state.event_queries import stored_event as _stored_event
+from cdc.state.schema import SCHEMA as _SCHEMA
+from cdc.state.schema import SCHEMA_VERSION
 
 Position = tuple[str, int]
 WHOLE_TRANSACTION = 2**31 - 1  # the seq that stands for "every change of the transaction"
 NOWHERE: Position = ("", -1)
-
-
-class StateStoreError(Exception):
-    """The state store cannot be opened or used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +69,9 @@ class StateStore(ConflictRecords, EventQueries):
             if readonly:
                 if not self.path.exists():
                     raise StateStoreError(f"{self.path}: no state store yet (has 'cdc run' started?)")
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                           check_same_thread=False)
+                self._db = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
                 self._db.execute("PRAGMA busy_timeout=10000")
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,10 +102,14 @@ class StateStore(ConflictRecords, EventQueries):
         """Natural keys as schema 1 kept them, each row naming its source, table and key columns,
         into their sets (schema 2), at once."""
         with self.transaction():
-            self._db.execute("INSERT OR IGNORE INTO natural_key_sets (source, schema_name, table_name, names)"
-                             " SELECT DISTINCT source, schema_name, table_name, names FROM natural_keys")
-            self._db.execute("INSERT OR REPLACE INTO natural_key_rows SELECT s.set_id, n.vals, n.key, n.event_id"
-                             " FROM natural_keys n JOIN natural_key_sets s USING (source, schema_name, table_name, names)")
+            self._db.execute(
+                "INSERT OR IGNORE INTO natural_key_sets (source, schema_name, table_name, names)"
+                " SELECT DISTINCT source, schema_name, table_name, names FROM natural_keys"
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO natural_key_rows SELECT s.set_id, n.vals, n.key, n.event_id"
+                " FROM natural_keys n JOIN natural_key_sets s USING (source, schema_name, table_name, names)"
+            )
             self._db.execute("DROP TABLE natural_keys")
 
     def _check_schema_version(self) -> None:
@@ -124,7 +129,9 @@ class StateStore(ConflictRecords, EventQueries):
     def source_state(self, source: str) -> SourceState:
         row = self._db.execute(
             "SELECT stored_txn, stored_seq, complete_txn, complete_position, complete_resume, acked, acked_at"
-            " FROM sources WHERE source = ?", (source,)).fetchone()
+            " FROM sources WHERE source = ?",
+            (source,),
+        ).fetchone()
         if row is None:
             return SourceState(source, NOWHERE, "", None, None, None, None)
         return SourceState(source, (row[0], row[1]), row[2], row[3], row[4], row[5], row[6])
@@ -136,11 +143,12 @@ class StateStore(ConflictRecords, EventQueries):
         self._db.execute(
             "INSERT INTO sources (source, acked, acked_at, updated_at) VALUES (?1, ?2, ?3, ?3)"
             " ON CONFLICT (source) DO UPDATE SET acked = ?2, acked_at = ?3, updated_at = ?3",
-            (source, position, time.time()))
+            (source, position, time.time()),
+        )
 
     # -- writing events ------------------------------------------------------------
 
-    def transaction(self) -> "_Transaction":
+    def transaction(self) -> _Transaction:
         return _Transaction(self)
 
     def before_commit(self, callback: Callable[[], None]) -> None:
@@ -152,45 +160,62 @@ class StateStore(ConflictRecords, EventQueries):
         return self._db.execute(
             "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT DO UPDATE SET"
             " version = version + 1, last_event_id = excluded.last_event_id, live = excluded.live"
-            " RETURNING version", (source, schema, table, key, event_id, int(live))).fetchone()[0]
+            " RETURNING version",
+            (source, schema, table, key, event_id, int(live)),
+        ).fetchone()[0]
 
     def row_last_txn(self, source: str, schema: str, table: str, key: str) -> str | None:
         """The transaction key of the row's last stored change (None: none, or pruned)."""
         row = self._db.execute(
             "SELECT e.txn_key FROM row_versions r JOIN events e ON e.event_id = r.last_event_id"
             " WHERE r.source = ? AND r.schema_name = ? AND r.table_name = ? AND r.key = ?",
-            (source, schema, table, key)).fetchone()
+            (source, schema, table, key),
+        ).fetchone()
         return row[0] if row else None
 
     def row_version(self, source: str, schema: str, table: str, key: str) -> int:
-        row = self._db.execute("SELECT version FROM row_versions WHERE source = ? AND schema_name = ?"
-                               " AND table_name = ? AND key = ?", (source, schema, table, key)).fetchone()
+        row = self._db.execute(
+            "SELECT version FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
+            (source, schema, table, key),
+        ).fetchone()
         return row[0] if row else 0
 
     def first_version(self, source: str, schema: str, table: str, key: str, event_id: str) -> bool:
         """Count the first change of a row never seen (version 1, live; inside ``transaction()``);
         False, changing nothing, when the row is known already."""
-        return self._db.execute(
-            "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, 1) ON CONFLICT DO NOTHING RETURNING version",
-            (source, schema, table, key, event_id)).fetchone() is not None
+        return (
+            self._db.execute(
+                "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, 1) ON CONFLICT DO NOTHING RETURNING version",
+                (source, schema, table, key, event_id),
+            ).fetchone()
+            is not None
+        )
 
     def is_live(self, source: str, schema: str, table: str, key: str) -> bool | None:
         """Whether the row exists at the source as far as the daemon knows (None: never seen)."""
-        row = self._db.execute("SELECT live FROM row_versions WHERE source = ? AND schema_name = ?"
-                               " AND table_name = ? AND key = ?", (source, schema, table, key)).fetchone()
+        row = self._db.execute(
+            "SELECT live FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
+            (source, schema, table, key),
+        ).fetchone()
         return None if row is None else bool(row[0])
 
     def set_gone(self, source: str, schema: str, table: str, key: str) -> None:
         """The row left its key (an update changed its primary key): it no longer exists there."""
-        self._db.execute("UPDATE row_versions SET live = 0 WHERE source = ? AND schema_name = ? AND table_name = ?"
-                         " AND key = ?", (source, schema, table, key))
+        self._db.execute(
+            "UPDATE row_versions SET live = 0 WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
+            (source, schema, table, key),
+        )
 
     def forget_rows(self, source: str, schema: str, table: str) -> None:
         """The table was truncated: its rows start anew (versions, liveness, natural keys)."""
-        self._db.execute("DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?",
-                         (source, schema, table))
-        self._db.execute("DELETE FROM natural_key_rows WHERE set_id IN (SELECT set_id FROM natural_key_sets"
-                         " WHERE source = ? AND schema_name = ? AND table_name = ?)", (source, schema, table))
+        self._db.execute(
+            "DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?", (source, schema, table)
+        )
+        self._db.execute(
+            "DELETE FROM natural_key_rows WHERE set_id IN (SELECT set_id FROM natural_key_sets"
+            " WHERE source = ? AND schema_name = ? AND table_name = ?)",
+            (source, schema, table),
+        )
 
     def append(self, events: list[NewEvent]) -> None:
         """Store events (inside ``transaction()``)."""
@@ -198,8 +223,25 @@ class StateStore(ConflictRecords, EventQueries):
         self._db.executemany(
             "INSERT INTO events (source, txn_key, seq, event_id, schema_name, table_name, op, key,"
             " commit_ts, recorded_at, doc, native, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(e.source, e.txn_key, e.seq, e.event_id, e.schema, e.table, e.op, e.key, e.commit_ts, now, e.doc,
-              e.native, e.origin) for e in events])
+            [
+                (
+                    e.source,
+                    e.txn_key,
+                    e.seq,
+                    e.event_id,
+                    e.schema,
+                    e.table,
+                    e.op,
+                    e.key,
+                    e.commit_ts,
+                    now,
+                    e.doc,
+                    e.native,
+                    e.origin,
+                )
+                for e in events
+            ],
+        )
 
     # -- the rules' history, and the transactions' bookkeeping -------------------------
 
@@ -207,7 +249,9 @@ class StateStore(ConflictRecords, EventQueries):
         """The documents of a row's latest events, oldest first."""
         rows = self._db.execute(
             "SELECT doc FROM events WHERE schema_name = ? AND table_name = ? AND key = ? AND source = ?"
-            " ORDER BY log_id DESC LIMIT ?", (schema, table, key, source, limit)).fetchall()
+            " ORDER BY log_id DESC LIMIT ?",
+            (schema, table, key, source, limit),
+        ).fetchall()
         return [row[0] for row in reversed(rows)]
 
     def last_txn(self, source: str) -> str:
@@ -225,14 +269,16 @@ class StateStore(ConflictRecords, EventQueries):
             " complete_resume, updated_at) VALUES (?1, ?2, ?6, ?2, ?3, ?4, ?5)"
             " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = ?6,"
             " complete_txn = ?2, complete_position = ?3, complete_resume = ?4, updated_at = ?5",
-            (source, txn_key, position, resume, time.time(), WHOLE_TRANSACTION))
+            (source, txn_key, position, resume, time.time(), WHOLE_TRANSACTION),
+        )
 
     def set_stored(self, source: str, txn_key: str, seq: int) -> None:
         """The last change stored for ``source`` (inside the ``transaction()`` that stored it)."""
         self._db.execute(
             "INSERT INTO sources (source, stored_txn, stored_seq, updated_at) VALUES (?1, ?2, ?3, ?4)"
             " ON CONFLICT (source) DO UPDATE SET stored_txn = ?2, stored_seq = ?3, updated_at = ?4",
-            (source, txn_key, seq, time.time()))
+            (source, txn_key, seq, time.time()),
+        )
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -245,16 +291,19 @@ class StateStore(ConflictRecords, EventQueries):
 
     def snapshot_tables(self, source: str) -> dict[tuple[str, str], tuple[list | None, int, bool]]:
         """(schema, table) -> (last key read, rows read, done) of each table of the source's snapshot."""
-        rows = self._db.execute("SELECT schema_name, table_name, last_key, rows_read, done FROM snapshot_tables"
-                                " WHERE source = ?", (source,)).fetchall()
+        rows = self._db.execute(
+            "SELECT schema_name, table_name, last_key, rows_read, done FROM snapshot_tables WHERE source = ?", (source,)
+        ).fetchall()
         return {(r[0], r[1]): (json.loads(r[2]) if r[2] else None, r[3], bool(r[4])) for r in rows}
 
-    def set_snapshot_table(self, source: str, schema: str, table: str, last_key: list | None, rows_read: int,
-                           done: bool) -> None:
+    def set_snapshot_table(
+        self, source: str, schema: str, table: str, last_key: list | None, rows_read: int, done: bool
+    ) -> None:
         self._db.execute(
             "INSERT INTO snapshot_tables VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, schema_name, table_name)"
             " DO UPDATE SET last_key = ?4, rows_read = ?5, done = ?6",
-            (source, schema, table, json.dumps(last_key) if last_key is not None else None, rows_read, int(done)))
+            (source, schema, table, json.dumps(last_key) if last_key is not None else None, rows_read, int(done)),
+        )
 
     def forget_snapshot(self, source: str) -> None:
         self._db.execute("DELETE FROM snapshot_tables WHERE source = ?", (source,))
@@ -269,24 +318,26 @@ class StateStore(ConflictRecords, EventQueries):
             "SELECT log_id, coalesce(origin, source), txn_key, seq, event_id, schema_name, table_name, op, key,"
             " doc, native FROM events WHERE source = ?1 AND (txn_key > ?2 OR (txn_key = ?2 AND seq > ?3))"
             " AND txn_key <= ?4 ORDER BY txn_key, seq LIMIT ?5",
-            (source, txn_key, seq, upto_txn, limit)).fetchall()
+            (source, txn_key, seq, upto_txn, limit),
+        ).fetchall()
         return [_stored_event(row) for row in rows]
 
     def position_of(self, event_id: str) -> tuple[str, Position] | None:
-        row = self._db.execute("SELECT source, txn_key, seq FROM events WHERE event_id = ?",
-                               (event_id,)).fetchone()
+        row = self._db.execute("SELECT source, txn_key, seq FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return (row[0], (row[1], row[2])) if row else None
 
     def record_target_position(self, target: str, source: str, position: Position) -> None:
         self._db.execute(
             "INSERT INTO target_positions VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (target, source)"
             " DO UPDATE SET txn_key = ?3, seq = ?4, updated_at = ?5",
-            (target, source, position[0], position[1], time.time()))
+            (target, source, position[0], position[1], time.time()),
+        )
 
     def target_positions(self) -> list[tuple[str, str, str, int, float]]:
         return self._db.execute(
             "SELECT target, source, txn_key, seq, updated_at FROM target_positions ORDER BY target, source"
         ).fetchall()
+
 
 class _Transaction:
     """``with store.transaction():`` — one SQLite write transaction."""
@@ -299,7 +350,9 @@ class _Transaction:
         self._store.transaction_serial += 1
         self._store._before_commit = []
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         store = self._store
         callbacks, store._before_commit = store._before_commit, []
         try:
@@ -310,5 +363,3 @@ class _Transaction:
             store._db.execute("ROLLBACK")
             raise
         store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-

@@ -1,93 +1,50 @@
-"""Targets: apply versioned events idempotently and remember the last applied position.
+"""The targets' registry: a target ``kind`` names the module that implements it.
 
-A target's ``position(source)`` is the last ``(txn_key, seq)`` it holds for that source;
-``apply`` writes a batch and that batch's last position atomically, so that after a crash
-the pipeline resumes each target exactly after what it holds.
+Each module (``cdc.targets.postgres``, ``cdc.targets.mysql``, ``cdc.targets.jsonl``) offers
+``make(settings, store, marks_writes)`` and ``check(settings)`` (what ``cdc check`` reports).
+Nothing outside this registry imports a concrete target; the interface is ``cdc.targets.base``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
-from typing import Any, Protocol
+import importlib
+from typing import TYPE_CHECKING, Protocol, cast
 
-from cdc.config import TargetSettings
-from cdc.model import StoredEvent
-from cdc.state.store import Position, StateStore
+from cdc.errors import TargetError
+from cdc.targets.base import DatabaseTarget, Target, consecutive_runs
 
+if TYPE_CHECKING:
+    from cdc.config import TargetSettings
+    from cdc.problems import Problem
+    from cdc.state.store import StateStore
 
-class TargetError(Exception):
-    """A target cannot be reached or refused a change; the message names the target.
+__all__ = ["DatabaseTarget", "Target", "TargetError", "check_target", "consecutive_runs", "make_target"]
 
-    ``fatal`` marks a problem that retrying cannot cure (a missing table or column, a value
-    the target cannot store): the daemon stops instead of retrying.
-    """
-
-    def __init__(self, message: str, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.fatal = fatal
+KINDS = {"postgres": "cdc.targets.postgres", "mysql": "cdc.targets.mysql", "jsonl": "cdc.targets.jsonl"}
 
 
-class Target(Protocol):
-    name: str
-    batch_size: int
+class TargetKind(Protocol):
+    """What a target module offers, as module-level functions."""
 
-    def open(self) -> None: ...
+    def make(self, settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> Target: ...
 
-    def position(self, source: str) -> Position | None: ...
-
-    def apply(self, source: str, events: list[StoredEvent]) -> None: ...
-
-    def checkpoint(self) -> None: ...
-
-    def close(self) -> None: ...
+    def check(self, settings: TargetSettings) -> list[Problem]: ...
 
 
-class DatabaseTarget:
-    """What the database targets share: positions kept in the target database and written in
-    the same transaction as each batch, so a checkpoint has nothing more to make durable."""
-
-    def __init__(self, settings: TargetSettings, marks_writes: bool = False) -> None:
-        self.name = settings.name
-        self.batch_size = settings.batch_size
-        self._settings = settings
-        self._positions: dict[str, Position] = {}
-        self._marks_writes = marks_writes  # a sync target: each transaction says it is cdc's own write
-
-    def position(self, source: str) -> Position | None:
-        return self._positions.get(source)
-
-    def checkpoint(self) -> None:
-        """Each batch is committed by ``apply``; nothing more to make durable."""
-
-
-def consecutive_runs(actions: Iterable[tuple[Hashable, tuple[Any, ...]]]
-                     ) -> Iterator[tuple[Any, list[tuple[Any, ...]]]]:
-    """Consecutive (statement, params) actions with the same statement, as (statement, [params...]),
-    so that each run goes to the database in one ``executemany`` and the order is kept."""
-    run: list[tuple[Any, ...]] = []
-    current: Any = None
-    for statement, params in actions:
-        if run and statement != current:
-            yield current, run
-            run = []
-        current = statement
-        run.append(params)
-    if run:
-        yield current, run
+def _module(settings: TargetSettings) -> TargetKind:
+    module = KINDS.get(settings.kind)
+    if module is None:
+        raise TargetError(f"target {settings.name}: unknown kind {settings.kind!r}")
+    return cast("TargetKind", importlib.import_module(module))
 
 
 def make_target(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> Target:
     """The target of ``settings``; ``marks_writes`` for a sync target (a database source written back)."""
-    if settings.kind == "jsonl":
-        from cdc.targets.jsonl import JsonlTarget
+    target: Target = _module(settings).make(settings, store, marks_writes)
+    return target
 
-        return JsonlTarget(settings, store)
-    if settings.kind == "postgres":
-        from cdc.targets.postgres import PostgresTarget
 
-        return PostgresTarget(settings, marks_writes)
-    if settings.kind == "mysql":
-        from cdc.targets.mysql import MysqlTarget
-
-        return MysqlTarget(settings, marks_writes)
-    raise TargetError(f"target {settings.name}: unknown kind {settings.kind!r}")
+def check_target(settings: TargetSettings) -> list[Problem]:
+    """What stops the target from working, each problem with its fix (``cdc check``)."""
+    problems: list[Problem] = _module(settings).check(settings)
+    return problems

@@ -39,17 +39,15 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from cdc.errors import ConversionError
 
 Converter = Callable[[Any], Any]
 
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
-
-
-class ConversionError(ValueError):
-    """A value that the target column cannot hold; the message says why."""
 
 
 def load_doc(text: str) -> dict[str, Any]:
@@ -76,6 +74,7 @@ def dump_json(value: Any) -> str:
 
 # -- the families ---------------------------------------------------------------------
 
+
 def _binary(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
@@ -100,7 +99,7 @@ def _datetime(value: Any) -> Any:
     elif not isinstance(value, datetime):
         raise ConversionError(f"{_short(value)} is not a timestamp")
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -122,7 +121,8 @@ def _date(value: Any) -> Any:
 _CLOCK = re.compile(r"-?\d+:[0-5]\d:[0-5]\d(\.\d{1,6})?")
 _DURATION = re.compile(
     r"(?P<sign>-)?P(?:(?P<Y>[-+]?\d+)Y)?(?:(?P<M>[-+]?\d+)M)?(?:(?P<W>[-+]?\d+)W)?(?:(?P<D>[-+]?\d+)D)?"
-    r"(?:T(?:(?P<h>[-+]?\d+)H)?(?:(?P<m>[-+]?\d+)M)?(?:(?P<s>[-+]?\d+(?:\.\d+)?)S)?)?")
+    r"(?:T(?:(?P<h>[-+]?\d+)H)?(?:(?P<m>[-+]?\d+)M)?(?:(?P<s>[-+]?\d+(?:\.\d+)?)S)?)?"
+)
 
 
 def _time(value: Any) -> str:
@@ -155,10 +155,17 @@ def _time_of_day(value: time) -> str:
 def _duration_seconds(match: re.Match[str]) -> Decimal:
     parts = match.groupdict()
     if int(parts["Y"] or 0) or int(parts["M"] or 0):
-        raise ConversionError(f"the interval {match.group(0)!r} has years or months, which have no fixed "
-                              "length: a TIME column cannot hold it")
-    total = (Decimal(parts["W"] or 0) * 604800 + Decimal(parts["D"] or 0) * 86400
-             + Decimal(parts["h"] or 0) * 3600 + Decimal(parts["m"] or 0) * 60 + Decimal(parts["s"] or 0))
+        raise ConversionError(
+            f"the interval {match.group(0)!r} has years or months, which have no fixed "
+            "length: a TIME column cannot hold it"
+        )
+    total = (
+        Decimal(parts["W"] or 0) * 604800
+        + Decimal(parts["D"] or 0) * 86400
+        + Decimal(parts["h"] or 0) * 3600
+        + Decimal(parts["m"] or 0) * 60
+        + Decimal(parts["s"] or 0)
+    )
     return -total if parts["sign"] else total
 
 
@@ -281,9 +288,19 @@ def _array_item(item: Any) -> Any:
 
 
 _FAMILIES: dict[str, Converter] = {
-    "binary": _binary, "json": dump_json, "datetime": _datetime, "date": _date, "time": _time,
-    "bool": _bool, "bit": _bit, "set": _set, "decimal": _decimal, "float": _float,
-    "integer": _integer, "text": _text, "array": _array,
+    "binary": _binary,
+    "json": dump_json,
+    "datetime": _datetime,
+    "date": _date,
+    "time": _time,
+    "bool": _bool,
+    "bit": _bit,
+    "set": _set,
+    "decimal": _decimal,
+    "float": _float,
+    "integer": _integer,
+    "text": _text,
+    "array": _array,
 }
 FAMILIES = frozenset(_FAMILIES)
 
@@ -325,8 +342,13 @@ _MYSQL: dict[str, str] = {
     **dict.fromkeys(["float", "double", "real", "double precision"], "float"),
     **dict.fromkeys(["binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"], "binary"),
     **dict.fromkeys(["datetime", "timestamp"], "datetime"),
-    "date": "date", "time": "time", "bit": "bit", "set": "set", "json": "json",
-    "bool": "integer", "boolean": "integer",
+    "date": "date",
+    "time": "time",
+    "bit": "bit",
+    "set": "set",
+    "json": "json",
+    "bool": "integer",
+    "boolean": "integer",
 }
 
 
@@ -344,9 +366,16 @@ def mysql_family(data_type: str, column_type: str = "") -> str:
 
 
 _POSTGRES: dict[str, str] = {
-    "bytea": "binary", "json": "json", "jsonb": "json", "bool": "bool",
-    "int2": "integer", "int4": "integer", "int8": "integer",
-    "numeric": "decimal", "float4": "decimal", "float8": "decimal",
+    "bytea": "binary",
+    "json": "json",
+    "jsonb": "json",
+    "bool": "bool",
+    "int2": "integer",
+    "int4": "integer",
+    "int8": "integer",
+    "numeric": "decimal",
+    "float4": "decimal",
+    "float8": "decimal",
 }
 
 

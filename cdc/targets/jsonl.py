@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from cdc.config import TargetSettings
+from cdc.errors import TargetError
 from cdc.model import StoredEvent
+from cdc.problems import Problem
 from cdc.state.store import Position, StateStore
-from cdc.targets import TargetError
 
 
 class JsonlTarget:
@@ -27,7 +29,7 @@ class JsonlTarget:
         self._positions_path = self.path.with_name(self.path.name + ".pos")
         self._store = store
         self._positions: dict[str, Position] = {}
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def open(self) -> None:
         try:
@@ -54,8 +56,10 @@ class JsonlTarget:
                 event_id = json.loads(line)["event_id"]
                 found = self._store.position_of(event_id)
                 if found is None:
-                    raise TargetError(f"target {self.name}: {self.path} holds event {event_id} "
-                                      "that the state store does not know; was the state directory replaced?")
+                    raise TargetError(
+                        f"target {self.name}: {self.path} holds event {event_id} "
+                        "that the state store does not know; was the state directory replaced?"
+                    )
                 self._positions[found[0]] = found[1]
                 good_end += len(line)
             file.truncate(good_end)
@@ -75,8 +79,10 @@ class JsonlTarget:
             return
         self._file.flush()
         os.fsync(self._file.fileno())
-        saved = {"offset": self._file.tell(),
-                 "positions": {source: list(pos) for source, pos in self._positions.items()}}
+        saved = {
+            "offset": self._file.tell(),
+            "positions": {source: list(pos) for source, pos in self._positions.items()},
+        }
         temp = self._positions_path.with_name(self._positions_path.name + ".tmp")
         temp.write_text(json.dumps(saved))
         with open(temp, "rb") as handle:
@@ -88,3 +94,19 @@ class JsonlTarget:
             self.checkpoint()
             self._file.close()
             self._file = None
+
+
+def make(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> JsonlTarget:
+    return JsonlTarget(settings, store)
+
+
+def check(settings: TargetSettings) -> list[Problem]:
+    """Whether the cdc user can create and write the log file."""
+    if settings.path is None:
+        return []
+    folder = settings.path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if os.access(folder, os.W_OK):
+        return []
+    return [Problem(f"{settings.path} is not writable", f"create {settings.path.parent} writable by the cdc user")]

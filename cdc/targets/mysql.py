@@ -25,17 +25,30 @@ import pymysql
 
 from cdc.config import TargetSettings
 from cdc.dsn import mysql_params, redact_dsn
+from cdc.errors import TargetError
 from cdc.model import StoredEvent
-from cdc.targets import DatabaseTarget, TargetError, consecutive_runs
-from cdc.targets.convert import ConversionError, Converter, column_converter, convert_row, load_doc, mysql_family
+from cdc.problems import Problem
+from cdc.targets.base import DatabaseTarget, consecutive_runs
+from cdc.targets.convert import (
+    ConversionError,
+    Converter,
+    column_converter,
+    convert_row,
+    load_doc,
+    mysql_family,
+)
 
 _SESSION = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
 _JSON_CHECK = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)", re.IGNORECASE)
 # Errors that retrying cannot cure, beyond pymysql's IntegrityError, DataError, ProgrammingError
 # and NotSupportedError: unknown column, incorrect value, CHECK failed (MariaDB, MySQL), invalid JSON.
 _FATAL_CODES = {1054, 1292, 1366, 4025, 3819, 3140}
-_FATAL_CLASSES = (pymysql.err.IntegrityError, pymysql.err.DataError, pymysql.err.ProgrammingError,
-                  pymysql.err.NotSupportedError)
+_FATAL_CLASSES = (
+    pymysql.err.IntegrityError,
+    pymysql.err.DataError,
+    pymysql.err.ProgrammingError,
+    pymysql.err.NotSupportedError,
+)
 
 
 @dataclass(slots=True)
@@ -65,8 +78,7 @@ class MysqlTarget(DatabaseTarget):
     def open(self) -> None:
         assert self._settings.dsn is not None
         try:
-            self._conn = pymysql.connect(**mysql_params(self._settings.dsn, self._settings.password),
-                                         autocommit=False)
+            self._conn = pymysql.connect(**mysql_params(self._settings.dsn, self._settings.password), autocommit=False)
             self._is_mariadb = "mariadb" in self._conn.get_server_info().lower()
             with self._conn.cursor() as cur:
                 cur.execute(_SESSION, ())
@@ -76,9 +88,10 @@ class MysqlTarget(DatabaseTarget):
                     " target VARCHAR(255) NOT NULL, source VARCHAR(255) NOT NULL, txn_key TEXT NOT NULL,"
                     " seq BIGINT NOT NULL, event_id TEXT NOT NULL,"
                     " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (target, source))"
-                    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin", ())
-                cur.execute(f"SELECT source, txn_key, seq FROM {self._position_table} WHERE target = %s",
-                            (self.name,))
+                    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                    (),
+                )
+                cur.execute(f"SELECT source, txn_key, seq FROM {self._position_table} WHERE target = %s", (self.name,))
                 rows = cur.fetchall()
             self._conn.commit()
         except pymysql.MySQLError as exc:
@@ -113,7 +126,8 @@ class MysqlTarget(DatabaseTarget):
                         f"INSERT INTO {self._position_table} (target, source, txn_key, seq, event_id)"
                         " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE txn_key = VALUES(txn_key),"
                         " seq = VALUES(seq), event_id = VALUES(event_id), applied_at = CURRENT_TIMESTAMP(6)",
-                        (self.name, source, last.txn_key, last.seq, last.event_id))
+                        (self.name, source, last.txn_key, last.seq, last.event_id),
+                    )
                 for statement, params in consecutive_runs(actions):
                     cur.executemany(statement, params)
             self._conn.commit()
@@ -153,8 +167,9 @@ class MysqlTarget(DatabaseTarget):
             if after is not None:
                 actions.append(self._upsert(table, event, key_names, after))
         except ConversionError as exc:
-            raise TargetError(f"target {self.name}: table {table.name}: event {event.event_id}: {exc}",
-                              fatal=True) from None
+            raise TargetError(
+                f"target {self.name}: table {table.name}: event {event.event_id}: {exc}", fatal=True
+            ) from None
         return actions
 
     def _delete(self, table: _Table, event: StoredEvent, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
@@ -168,22 +183,23 @@ class MysqlTarget(DatabaseTarget):
         values = convert_row(key, {name: convert for name, (_, convert) in zip(names, columns)})
         return statement, tuple(values.values())
 
-    def _upsert(self, table: _Table, event: StoredEvent, key_names: list[str],
-                after: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    def _upsert(
+        self, table: _Table, event: StoredEvent, key_names: list[str], after: dict[str, Any]
+    ) -> tuple[str, tuple[Any, ...]]:
         names = tuple(after)
         columns = [self._column(table, event, name) for name in names]
         cache_key = ("upsert", table.quoted, names, tuple(key_names))
         statement = self._statements.get(cache_key)
         if statement is None:
             quoted = [column for column, _ in columns]
-            updates = [f"{column} = VALUES({column})" for column, name in zip(quoted, names)
-                       if name not in key_names]
+            updates = [f"{column} = VALUES({column})" for column, name in zip(quoted, names) if name not in key_names]
             if not updates:  # only key columns: an existing row is already right
                 first = quoted[names.index(key_names[0])] if key_names and key_names[0] in names else quoted[0]
                 updates = [f"{first} = {first}"]
             statement = self._statements[cache_key] = (
                 f"INSERT INTO {table.quoted} ({', '.join(quoted)}) VALUES ({', '.join(['%s'] * len(names))})"
-                f" ON DUPLICATE KEY UPDATE {', '.join(updates)}")
+                f" ON DUPLICATE KEY UPDATE {', '.join(updates)}"
+            )
         values = convert_row(after, {name: convert for name, (_, convert) in zip(names, columns)})
         return statement, tuple(values.values())
 
@@ -199,22 +215,30 @@ class MysqlTarget(DatabaseTarget):
             database, name = mapped.split(".", 1)
             families = self._families(database, name)
             if not families:
-                raise TargetError(f"target {self.name}: table {mapped} does not exist in the target database: "
-                                  f"create it (with the columns of {source}:{qualified} and a primary key on "
-                                  "its key columns) or map it with table_map", fatal=True)
-            found = self._tables[cache_key] = _Table(mapped, f"{quote(database)}.{quote(name)}",
-                                                     column_map, families)
+                raise TargetError(
+                    f"target {self.name}: table {mapped} does not exist in the target database: "
+                    f"create it (with the columns of {source}:{qualified} and a primary key on "
+                    "its key columns) or map it with table_map",
+                    fatal=True,
+                )
+            found = self._tables[cache_key] = _Table(mapped, f"{quote(database)}.{quote(name)}", column_map, families)
         return found
 
     def _families(self, database: str, table: str) -> dict[str, tuple[str, str]]:
         assert self._conn is not None
         with self._conn.cursor() as cur:
-            cur.execute("SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS"
-                        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (database, table))
+            cur.execute(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS"
+                " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (database, table),
+            )
             columns = {name: mysql_family(data_type, column_type) for name, data_type, column_type in cur.fetchall()}
             if self._is_mariadb and columns:
-                cur.execute("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
-                            " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (database, table))
+                cur.execute(
+                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
+                    " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+                    (database, table),
+                )
                 for (clause,) in cur.fetchall():
                     match = _JSON_CHECK.fullmatch(clause.strip())
                     if match is not None and match.group(1).replace("``", "`") in columns:
@@ -231,7 +255,9 @@ class MysqlTarget(DatabaseTarget):
                 raise TargetError(
                     f"target {self.name}: table {table.name} has no column {target_name!r} "
                     f"(of {event.source}:{event.schema}.{event.table}): add it to the target table "
-                    "or map it with column_map", fatal=True)
+                    "or map it with column_map",
+                    fatal=True,
+                )
             found = table.resolved[name] = (quote(column[0]), column_converter(column[1]))
         return found
 
@@ -247,3 +273,12 @@ def _error(where: str, exc: pymysql.MySQLError) -> TargetError:
     fatal = isinstance(exc, _FATAL_CLASSES) or code in _FATAL_CODES
     text = " ".join(f"({code}) {message}".split()) if code else " ".join(str(message).split()) or type(exc).__name__
     return TargetError(f"{where}: {text}", fatal=fatal)
+
+
+def make(settings: TargetSettings, store: object, marks_writes: bool = False) -> MysqlTarget:
+    return MysqlTarget(settings, marks_writes)
+
+
+def check(settings: TargetSettings) -> list[Problem]:
+    """Nothing is checked before the daemon opens the target (its first apply says what is wrong)."""
+    return []

@@ -19,13 +19,21 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cdc.logs import one_line
 from cdc.config import TargetSettings
-from cdc.model import SYNC_MESSAGE_PREFIX, StoredEvent, WriteBack
-from cdc.targets import DatabaseTarget, TargetError, consecutive_runs
-from cdc.targets.convert import (ConversionError, Converter, column_converter, convert_row, load_doc,
-                                 postgres_family)
 from cdc.dsn import connect_kwargs, redact_dsn
+from cdc.errors import DsnError, TargetError
+from cdc.logs import one_line
+from cdc.model import SYNC_MESSAGE_PREFIX, StoredEvent, WriteBack
+from cdc.problems import Problem
+from cdc.targets.base import DatabaseTarget, consecutive_runs
+from cdc.targets.convert import (
+    ConversionError,
+    Converter,
+    column_converter,
+    convert_row,
+    load_doc,
+    postgres_family,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +58,23 @@ class PostgresTarget(DatabaseTarget):
     def open(self) -> None:
         assert self._settings.dsn is not None
         try:
-            self._conn = psycopg.connect(**connect_kwargs(self._settings.dsn, self._settings.password),
-                                         autocommit=True, options="-c timezone=UTC -c datestyle=ISO")
+            self._conn = psycopg.connect(
+                **connect_kwargs(self._settings.dsn, self._settings.password),
+                autocommit=True,
+                options="-c timezone=UTC -c datestyle=ISO",
+            )
             self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._position_schema))
-            self._conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (target text NOT NULL, source text NOT NULL,"
-                " txn_key text NOT NULL, seq bigint NOT NULL, event_id text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target, source))"
-            ).format(self._position_table))
+            self._conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (target text NOT NULL, source text NOT NULL,"
+                    " txn_key text NOT NULL, seq bigint NOT NULL, event_id text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target, source))"
+                ).format(self._position_table)
+            )
             rows = self._conn.execute(
                 sql.SQL("SELECT source, txn_key, seq FROM {} WHERE target = %s").format(self._position_table),
-                (self.name,)).fetchall()
+                (self.name,),
+            ).fetchall()
         except psycopg.Error as exc:
             self.close()
             raise TargetError(f"target {self.name} ({redact_dsn(self._settings.dsn)}): {one_line(exc)}") from None
@@ -85,17 +99,19 @@ class PostgresTarget(DatabaseTarget):
             with self._conn.transaction(), self._conn.cursor() as cur:
                 if self._marks_writes and record:  # first, so that the source's stream knows the rows as echoes
                     marker = WriteBack(self.name, source, last.txn_key, last.seq)
-                    cur.execute("SELECT pg_logical_emit_message(true, %s, %s)",
-                                (SYNC_MESSAGE_PREFIX, marker.to_json()))
+                    cur.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SYNC_MESSAGE_PREFIX, marker.to_json()))
                 for statement, params in consecutive_runs((a.statement, a.params) for a in actions):
                     cur.executemany(statement, params)
                 if not record:
                     return
-                cur.execute(sql.SQL(
-                    "INSERT INTO {} (target, source, txn_key, seq, event_id) VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT (target, source) DO UPDATE SET txn_key = EXCLUDED.txn_key,"
-                    " seq = EXCLUDED.seq, event_id = EXCLUDED.event_id, applied_at = now()"
-                ).format(self._position_table), (self.name, source, last.txn_key, last.seq, last.event_id))
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (target, source, txn_key, seq, event_id) VALUES (%s, %s, %s, %s, %s)"
+                        " ON CONFLICT (target, source) DO UPDATE SET txn_key = EXCLUDED.txn_key,"
+                        " seq = EXCLUDED.seq, event_id = EXCLUDED.event_id, applied_at = now()"
+                    ).format(self._position_table),
+                    (self.name, source, last.txn_key, last.seq, last.event_id),
+                )
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise TargetError(f"target {self.name}: {one_line(exc)}") from None
         except psycopg.Error as exc:  # the data or the target's tables are wrong: retrying cannot help
@@ -126,31 +142,42 @@ class PostgresTarget(DatabaseTarget):
         statement = self._statements.get(cache_key)
         if statement is None:
             condition = sql.SQL(" AND ").join(
-                sql.SQL("{} = %s").format(sql.Identifier(columns.get(n, n))) for n in names)
+                sql.SQL("{} = %s").format(sql.Identifier(columns.get(n, n))) for n in names
+            )
             statement = self._statements[cache_key] = sql.SQL("DELETE FROM {} WHERE {}").format(
-                _identifier(table), condition)
+                _identifier(table), condition
+            )
         return _Action(statement, tuple(key.values()))
 
-    def _upsert(self, table: str, columns: dict[str, str], key_names: list[str],
-                after: dict[str, Any]) -> _Action:
+    def _upsert(self, table: str, columns: dict[str, str], key_names: list[str], after: dict[str, Any]) -> _Action:
         names = tuple(after)
         cache_key = ("upsert", table, names, tuple(key_names))
         statement = self._statements.get(cache_key)
         if statement is None:
             target_names = [sql.Identifier(columns.get(n, n)) for n in names]
             keys = [sql.Identifier(columns.get(n, n)) for n in key_names]
-            updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(columns.get(n, n)))
-                       for n in names if n not in key_names]
-            conflict = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates
-                        else sql.SQL("DO NOTHING"))
+            updates = [
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(columns.get(n, n)))
+                for n in names
+                if n not in key_names
+            ]
+            conflict = (
+                sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates else sql.SQL("DO NOTHING")
+            )
             statement = self._statements[cache_key] = sql.SQL(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-                _identifier(table), sql.SQL(", ").join(target_names), sql.SQL(", ").join(sql.Placeholder() * len(names)),
-                sql.SQL(", ").join(keys), conflict)
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}"
+            ).format(
+                _identifier(table),
+                sql.SQL(", ").join(target_names),
+                sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                sql.SQL(", ").join(keys),
+                conflict,
+            )
         return _Action(statement, tuple(after.values()))
 
-    def _images(self, event: StoredEvent, table: str,
-                columns: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _images(
+        self, event: StoredEvent, table: str, columns: dict[str, str]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The key (of the row as it was) and the after image to write.
 
         The source's text form when it has one; else the JSON document's values converted
@@ -180,17 +207,20 @@ class PostgresTarget(DatabaseTarget):
             schema, name = table.split(".", 1)
             rows = self._conn.execute(
                 "SELECT column_name, udt_name FROM information_schema.columns"
-                " WHERE table_schema = %s AND table_name = %s", (schema, name)).fetchall()
-            found = self._converters[table] = {column: column_converter(postgres_family(udt))
-                                               for column, udt in rows}
+                " WHERE table_schema = %s AND table_name = %s",
+                (schema, name),
+            ).fetchall()
+            found = self._converters[table] = {column: column_converter(postgres_family(udt)) for column, udt in rows}
         return found
 
     def _table(self, source: str, schema: str, table: str) -> tuple[str, dict[str, str]]:
         cache_key = (source, schema, table)
         found = self._tables.get(cache_key)
         if found is None:
-            found = self._tables[cache_key] = (self._settings.mapped_table(source, schema, table),
-                                               self._settings.mapped_columns(source, schema, table))
+            found = self._tables[cache_key] = (
+                self._settings.mapped_table(source, schema, table),
+                self._settings.mapped_columns(source, schema, table),
+            )
         return found
 
 
@@ -199,3 +229,22 @@ _TEXT = column_converter("text")  # a column the target lacks: the INSERT will s
 
 def _identifier(qualified: str) -> sql.Identifier:
     return sql.Identifier(*qualified.split(".", 1))
+
+
+def make(settings: TargetSettings, store: object, marks_writes: bool = False) -> PostgresTarget:
+    return PostgresTarget(settings, marks_writes)
+
+
+def check(settings: TargetSettings) -> list[Problem]:
+    """Whether the target database can be reached with the configured DSN and password."""
+    assert settings.dsn is not None  # a postgres target needs one (TargetSettings' validation)
+    try:
+        psycopg.connect(**connect_kwargs(settings.dsn, settings.password)).close()
+    except (psycopg.Error, DsnError) as exc:
+        return [
+            Problem(
+                f"cannot connect to {redact_dsn(settings.dsn)}: {one_line(exc)}",
+                "check the target's dsn, password and pg_hba.conf",
+            )
+        ]
+    return []

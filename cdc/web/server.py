@@ -49,8 +49,7 @@ class WebServer:
         self.token = settings.token.get_secret_value() if settings.token else None
         self.open_to_all = is_loopback(host)
         if not self.open_to_all and not self.token:
-            log.warning("http: %s is not a loopback address and no [http] token is set: every request is refused",
-                        host)
+            log.warning("http: %s is not a loopback address and no [http] token is set: every request is refused", host)
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -58,8 +57,7 @@ class WebServer:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("http: serving /metrics, /healthz and the review page on %s:%d", self.settings.address[0],
-                 self.port)
+        log.info("http: serving /metrics, /healthz and the review page on %s:%d", self.settings.address[0], self.port)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -84,21 +82,24 @@ class WebServer:
         return ok, ok and bool(from_query)
 
     def page_status(self, store: StateStore) -> dict[str, Any]:
-        return {"lag": self.metrics.lags(), "events_per_second": store.events_recorded_since(time.time() - 60) / 60,
-                "pending": sum(store.open_conflicts().values())}
+        return {
+            "lag": self.metrics.lags(),
+            "events_per_second": store.events_recorded_since(time.time() - 60) / 60,
+            "pending": sum(store.open_conflicts().values()),
+        }
 
 
 def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "cdc"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("http: %s %s", self.address_string(), format % args)
 
-        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        def do_GET(self) -> None:
             self._serve("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._serve("POST")
 
         def _serve(self, method: str) -> None:
@@ -106,11 +107,14 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
             query = parse_qs(url.query)
             allowed, set_cookie = server.allowed(self.headers, query)
             if not allowed:
-                self._send(HTTPStatus.UNAUTHORIZED, b"a bearer token is required (see [http] token)\n",
-                           "text/plain; charset=utf-8", {"WWW-Authenticate": "Bearer"})
+                self._send(
+                    HTTPStatus.UNAUTHORIZED,
+                    b"a bearer token is required (see [http] token)\n",
+                    "text/plain; charset=utf-8",
+                    {"WWW-Authenticate": "Bearer"},
+                )
                 return
-            extra = {"Set-Cookie": f"cdc_token={server.token}; HttpOnly; SameSite=Strict; Path=/"} if set_cookie \
-                else {}
+            extra = {"Set-Cookie": f"cdc_token={server.token}; HttpOnly; SameSite=Strict; Path=/"} if set_cookie else {}
             try:
                 self._route(method, url.path, query, extra)
             except StateStoreError as exc:
@@ -122,13 +126,16 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
             elif method == "GET" and path == "/healthz":
                 healthy, problems = server.metrics.health()
                 body = ("ok\n" if healthy else "unhealthy: " + "; ".join(problems) + "\n").encode()
-                self._send(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, body,
-                           "text/plain; charset=utf-8")
+                self._send(
+                    HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain; charset=utf-8"
+                )
             elif method == "GET" and path == "/":
                 filters = {name: query.get(name, [""])[0] for name in ("type", "table", "status")}
                 store = StateStore(server.state_dir, readonly=True)
                 try:
-                    found = store.conflicts(**{k: v or None for k, v in filters.items()})[-200:][::-1]
+                    found = store.conflicts(
+                        type=filters["type"] or None, table=filters["table"] or None, status=filters["status"] or None
+                    )[-200:][::-1]
                     body = review_page.listing(found, filters, server.page_status(store))
                 finally:
                     store.close()
@@ -142,8 +149,9 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 
-        def _detail(self, conflict_id: str, message: str, extra: dict[str, str],
-                    status: HTTPStatus = HTTPStatus.OK) -> None:
+        def _detail(
+            self, conflict_id: str, message: str, extra: dict[str, str], status: HTTPStatus = HTTPStatus.OK
+        ) -> None:
             store = StateStore(server.state_dir, readonly=True)
             try:
                 found = store.conflicts(conflict_id=conflict_id)
@@ -177,13 +185,19 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
                 self._detail(conflict_id, f"not resolved: {exc}", {}, HTTPStatus.BAD_REQUEST)
                 return
             store.close()
-            log.info("conflict %s resolved on the review page (%s)", conflict_id, action,
-                     extra={"conflict": conflict_id})
-            self._send(HTTPStatus.SEE_OTHER, b"", "text/plain",
-                       {"Location": f"/conflicts/{quote(conflict_id, safe='')}?message=resolved"})
+            log.info(
+                "conflict %s resolved on the review page (%s)", conflict_id, action, extra={"conflict": conflict_id}
+            )
+            self._send(
+                HTTPStatus.SEE_OTHER,
+                b"",
+                "text/plain",
+                {"Location": f"/conflicts/{quote(conflict_id, safe='')}?message=resolved"},
+            )
 
-        def _send(self, status: HTTPStatus, body: bytes, content_type: str,
-                  headers: dict[str, str] | None = None) -> None:
+        def _send(
+            self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

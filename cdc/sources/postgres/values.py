@@ -10,7 +10,8 @@ extensions) stay text too.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from psycopg import DataError
 from psycopg.adapt import Transformer

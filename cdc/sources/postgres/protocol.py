@@ -6,7 +6,7 @@ Replication Protocol"):
 
 * ``'w'`` XLogData (server -> client): Int64 dataStart, Int64 walEnd,
   Int64 sendTime, then the payload -- for logical replication one pgoutput
-  message (see :mod:`cdc.sources.pgoutput`);
+  message (see :mod:`cdc.sources.postgres.pgoutput`);
 * ``'k'`` Primary keepalive (server -> client): Int64 walEnd, Int64 sendTime,
   Byte1 replyRequested;
 * ``'r'`` Standby status update (client -> server): Int64 written, Int64
@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+
+from cdc.errors import ProtocolError
 
 __all__ = [
     "PG_EPOCH",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 #: 2000-01-01 00:00:00 UTC, the origin of PostgreSQL's internal timestamps.
-PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 _MAX_LSN = (1 << 64) - 1
 
@@ -51,10 +53,6 @@ _XLOGDATA_HEADER_LEN = 1 + _XLOGDATA_HEADER.size  # 25
 _KEEPALIVE_LEN = 1 + _KEEPALIVE.size  # 18
 
 _LSN_RE = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
-
-
-class ProtocolError(ValueError):
-    """A replication CopyData message is malformed or of an unknown kind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +90,7 @@ def pg_timestamp_to_datetime(us: int) -> datetime:
         # the keyword form, and this runs once per XLogData message.
         return PG_EPOCH + timedelta(0, 0, us)
     except OverflowError:
-        raise ValueError(
-            f"PostgreSQL timestamp {us} is outside the range of datetime"
-        ) from None
+        raise ValueError(f"PostgreSQL timestamp {us} is outside the range of datetime") from None
 
 
 def datetime_to_pg_timestamp(dt: datetime) -> int:
@@ -120,10 +116,7 @@ def parse_copy_data(buf: bytes | bytearray | memoryview) -> XLogData | Keepalive
     kind = view[0]
     if kind == 0x77:  # 'w'
         if size < _XLOGDATA_HEADER_LEN:
-            raise ProtocolError(
-                f"truncated XLogData ('w') message: {size} bytes, header needs "
-                f"{_XLOGDATA_HEADER_LEN}"
-            )
+            raise ProtocolError(f"truncated XLogData ('w') message: {size} bytes, header needs {_XLOGDATA_HEADER_LEN}")
         data_start, wal_end, send_time = _XLOGDATA_HEADER.unpack_from(view, 1)
         return XLogData(
             data_start,
@@ -134,14 +127,9 @@ def parse_copy_data(buf: bytes | bytearray | memoryview) -> XLogData | Keepalive
     if kind == 0x6B:  # 'k'
         if size != _KEEPALIVE_LEN:
             problem = "truncated" if size < _KEEPALIVE_LEN else "over-long"
-            raise ProtocolError(
-                f"{problem} primary keepalive ('k') message: {size} bytes, "
-                f"expected {_KEEPALIVE_LEN}"
-            )
+            raise ProtocolError(f"{problem} primary keepalive ('k') message: {size} bytes, expected {_KEEPALIVE_LEN}")
         wal_end, send_time, reply = _KEEPALIVE.unpack_from(view, 1)
-        return Keepalive(
-            wal_end, _timestamp(send_time, "primary keepalive ('k')"), reply != 0
-        )
+        return Keepalive(wal_end, _timestamp(send_time, "primary keepalive ('k')"), reply != 0)
     raise ProtocolError(
         f"unknown replication CopyData message type {bytes([kind])!r} "
         f"(0x{kind:02x}); expected b'w' (XLogData) or b'k' (keepalive)"
@@ -167,7 +155,7 @@ def standby_status_update(
     ):
         _check_lsn(lsn, name)
     if now is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     return _STATUS_UPDATE.pack(
         b"r",
         written_lsn,
@@ -195,8 +183,7 @@ def parse_lsn(text: str) -> int:
     match = _LSN_RE.fullmatch(text)
     if match is None:
         raise ValueError(
-            f"invalid LSN {text!r}: expected two groups of 1-8 hex digits "
-            f"separated by '/', e.g. '16/B374D848'"
+            f"invalid LSN {text!r}: expected two groups of 1-8 hex digits separated by '/', e.g. '16/B374D848'"
         )
     high, low = match.groups()
     return (int(high, 16) << 32) | int(low, 16)

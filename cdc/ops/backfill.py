@@ -12,24 +12,17 @@ written to the source). Rows of a key held for review are left alone too.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
 
 from cdc import event_doc
 from cdc.config import SourceSettings
-from cdc.model import RowChange, make_event_id
+from cdc.model import RowChange, backfill_source, make_event_id
 from cdc.progress import Progress
-from cdc.snapshot import make_reader
+from cdc.sources import make_snapshot_reader as make_reader
 from cdc.state.store import NewEvent, StateStore
 from cdc.values import compact_json, dumps_row
 
-log = logging.getLogger("cdc.backfill")
-PREFIX = "backfill:"
-
-
-def backfill_source(source: str) -> str:
-    """The pseudo-source of the rows re-read from ``source``."""
-    return PREFIX + source
+log = logging.getLogger("cdc.ops.backfill")
 
 
 def plan(source: SourceSettings, tables: list[tuple[str, str]], where: str | None) -> dict[str, int]:
@@ -42,14 +35,21 @@ def plan(source: SourceSettings, tables: list[tuple[str, str]], where: str | Non
         reader.close()
 
 
-def backfill(store: StateStore, source: SourceSettings, tables: list[tuple[str, str]], where: str | None = None,
-             target: str | None = None, chunk_rows: int = 5000, progress: Progress | None = None) -> int:
+def backfill(
+    store: StateStore,
+    source: SourceSettings,
+    tables: list[tuple[str, str]],
+    where: str | None = None,
+    target: str | None = None,
+    chunk_rows: int = 5000,
+    progress: Progress | None = None,
+) -> int:
     """Store the re-read rows for the daemon to apply (to ``target`` only, if given); how many."""
     pseudo = backfill_source(source.name)
     reader = make_reader(source)
     try:
         read_at = reader.begin_read()
-        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
         extra = f',"backfill":{compact_json({"read_at": read_at, "target": target})}'
         number = int(store.last_txn(pseudo) or 0)
         read = 0
@@ -58,8 +58,12 @@ def backfill(store: StateStore, source: SourceSettings, tables: list[tuple[str, 
                 number += 1
                 txn_key = f"{number:020d}"
                 with store.transaction():
-                    store.append([_event(store, pseudo, source.name, txn_key, seq, change, now, extra)
-                                  for seq, change in enumerate(changes)])
+                    store.append(
+                        [
+                            _event(store, pseudo, source.name, txn_key, seq, change, now, extra)
+                            for seq, change in enumerate(changes)
+                        ]
+                    )
                 read += len(changes)
                 if progress is not None:
                     progress.add(len(changes))
@@ -68,26 +72,31 @@ def backfill(store: StateStore, source: SourceSettings, tables: list[tuple[str, 
         reader.close()
 
 
-def _event(store: StateStore, pseudo: str, source: str, txn_key: str, seq: int, change: RowChange, now: str,
-           extra: str) -> NewEvent:
+def _event(
+    store: StateStore, pseudo: str, source: str, txn_key: str, seq: int, change: RowChange, now: str, extra: str
+) -> NewEvent:
     key = dumps_row(change.key)
     event_id = make_event_id(pseudo, txn_key, seq)
-    doc = event_doc.render(event_id=event_id, source=source, schema=change.schema, table=change.table,
-                           op="snapshot", key=key, after=change.after, before=None, commit_ts=now, position=txn_key,
-                           version=store.row_version(source, change.schema, change.table, key),
-                           changed=list(change.after or ()), extra=extra)
+    doc = event_doc.render(
+        event_id=event_id,
+        source=source,
+        schema=change.schema,
+        table=change.table,
+        op="snapshot",
+        key=key,
+        after=change.after,
+        before=None,
+        commit_ts=now,
+        position=txn_key,
+        version=store.row_version(source, change.schema, change.table, key),
+        changed=list(change.after or ()),
+        extra=extra,
+    )
     native = None
     if change.native_after is not None:
-        native = compact_json({"key": {k: change.native_after.get(k) for k in change.key}, "after": change.native_after})
-    return NewEvent(pseudo, txn_key, seq, event_id, change.schema, change.table, "snapshot", key, now, doc, native,
-                    origin=source)
-
-
-def stale(store: StateStore, doc: dict[str, Any], target: str) -> bool:
-    """Whether the daemon must not write a re-read row into ``target``: meant for another target,
-    or the stream holds a change of the row committed at or after the read began."""
-    backfill = doc["backfill"]
-    if backfill["target"] not in (None, target):
-        return True
-    last = store.row_last_txn(doc["source"], doc["schema"], doc["table"], dumps_row(doc["key"]))
-    return last is not None and last >= backfill["read_at"]
+        native = compact_json(
+            {"key": {k: change.native_after.get(k) for k in change.key}, "after": change.native_after}
+        )
+    return NewEvent(
+        pseudo, txn_key, seq, event_id, change.schema, change.table, "snapshot", key, now, doc, native, origin=source
+    )

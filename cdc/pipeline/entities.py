@@ -23,19 +23,27 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cdc import event_doc
 from cdc.config import EntitySettings, Settings, TargetSettings
 from cdc.conflicts.detector import change_from_doc
 from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.resolution import Decision
-from cdc.conflicts.review import REVIEW_SOURCE
 from cdc.conflicts.rules import SEVERITY
 from cdc.conflicts.vectors import EntityRow, Side, differing_fields, observe, resolve
-from cdc.model import SYNC_POSITION_TABLE, WriteBack, make_event_id, sync_source
+from cdc.model import (
+    REVIEW_SOURCE,
+    SYNC_POSITION_TABLE,
+    WriteBack,
+    make_event_id,
+    sync_source,
+)
+from cdc.pipeline.plan import Plan, entity_members
 from cdc.state.store import NOWHERE, NewEvent, Position, StateStore
-from cdc.values import compact_json as _dump, dumps_row
+from cdc.values import compact_json as _dump
+from cdc.values import dumps_row
 
 log = logging.getLogger("cdc.sync")
 
@@ -45,11 +53,15 @@ RecordConflict = Callable[[Conflict, str, str, tuple[str, int], Decision], str]
 
 def written_tables(settings: Settings, source: str) -> list[tuple[str, str]]:
     """The tables of a source that cdc writes into: synced entity members, ``repair = "write"``."""
-    found = [entity.member_tables[source] for entity in settings.entities
-             if entity.sync and source in entity.member_tables]
-    found += [(schema, table) for schema, table in settings.source(source).qualified_tables
-              if (t := settings.table_settings(source, schema, table)) is not None and t.repair == "write"
-              and (schema, table) not in found]
+    found = [
+        entity.member_tables[source] for entity in settings.entities if entity.sync and source in entity.member_tables
+    ]
+    plan = Plan(settings, source)
+    found += [
+        (schema, table)
+        for schema, table in settings.source(source).qualified_tables
+        if plan.table(schema, table).repair_write and (schema, table) not in found
+    ]
     return found
 
 
@@ -58,8 +70,13 @@ def sync_targets(settings: Settings) -> dict[str, TargetSettings]:
     found = {}
     for source in settings.sources:
         if written_tables(settings, source.name):
-            found[source.name] = TargetSettings(name=source.sync_target_name, kind=source.kind, dsn=source.dsn,
-                                                password=source.password, position_table=SYNC_POSITION_TABLE)
+            found[source.name] = TargetSettings(
+                name=source.sync_target_name,
+                kind=source.kind,
+                dsn=source.dsn,
+                password=source.password,
+                position_table=SYNC_POSITION_TABLE,
+            )
     return found
 
 
@@ -68,8 +85,7 @@ class EntitySync:
         self._settings = settings
         self._store = store
         self._entities = {entity.name: entity for entity in settings.entities}
-        self._members = {(source, schema, table): entity for entity in settings.entities
-                         for source, (schema, table) in entity.member_tables.items()}
+        self._members = entity_members(settings)
         self._next_txn: dict[str, int] = {}
 
     def entity_of(self, source: str, schema: str, table: str) -> EntitySettings | None:
@@ -77,8 +93,14 @@ class EntitySync:
 
     # -- a member's own change -------------------------------------------------------
 
-    def observe(self, entity: EntitySettings, change: Change, rules: TableRules, position: tuple[str, int],
-                record: RecordConflict) -> list[str]:
+    def observe(
+        self,
+        entity: EntitySettings,
+        change: Change,
+        rules: TableRules,
+        position: tuple[str, int],
+        record: RecordConflict,
+    ) -> list[str]:
         """A member's new change (not an echo): the ids of the conflicts it raised."""
         state = EntityRow.from_json(self._store.entity_row(entity.name, change.key))
         if not entity.sync and self._copied(state, change, rules):
@@ -112,8 +134,16 @@ class EntitySync:
             state.seen[change.source] = dict(state.vector)
         return False
 
-    def _diverged(self, entity: EntitySettings, state: EntityRow, change: Change, rules: TableRules,
-                  unseen: tuple[str, ...], position: tuple[str, int], record: RecordConflict) -> list[str]:
+    def _diverged(
+        self,
+        entity: EntitySettings,
+        state: EntityRow,
+        change: Change,
+        rules: TableRules,
+        unseen: tuple[str, ...],
+        position: tuple[str, int],
+        record: RecordConflict,
+    ) -> list[str]:
         schema, table = change.table.split(".", 1)
         theirs = Side(state.row_source or unseen[0], state.row, state.row_ts or change.commit_ts.isoformat())
         mine = Side(change.source, change.after, change.commit_ts.isoformat(), base=change.before)
@@ -128,18 +158,31 @@ class EntitySync:
                 decision = Decision("pending", True, {"policy": "manual"})
             else:
                 resolved, winner = resolve(policy, mine, theirs, entity.source_priority, entity.owners)
-                decision = Decision("auto_resolved", False, {
-                    "policy": policy, "winner": _winner_event(winner, change, earlier), "resolved_row": resolved,
-                    "written_to": sorted(entity.member_tables) if entity.sync else []})
+                decision = Decision(
+                    "auto_resolved",
+                    False,
+                    {
+                        "policy": policy,
+                        "winner": _winner_event(winner, change, earlier),
+                        "resolved_row": resolved,
+                        "written_to": sorted(entity.member_tables) if entity.sync else [],
+                    },
+                )
             conflict = Conflict(
-                kind, SEVERITY[kind], change.table, change.key, tuple(fields),
+                kind,
+                SEVERITY[kind],
+                change.table,
+                change.key,
+                tuple(fields),
                 (earlier, change) if earlier is not None else (change,),
                 "version vectors concurrent: a member changed the entity without having seen another's change",
                 {"entity": entity.name, "unseen": list(unseen), "vector": state.vector},
-                _explain(entity, change, earlier, theirs, fields, decision))
+                _explain(entity, change, earlier, theirs, fields, decision),
+            )
             ids.append(record(conflict, schema, table, position, decision))
             if decision.hold:
                 return ids  # the members keep their rows until a person resolves it
+            assert decision.resolution is not None
             row, winner_ts = decision.resolution["resolved_row"], max(mine.commit_ts, theirs.commit_ts)
         else:
             row, winner_ts = change.after, change.commit_ts.isoformat()
@@ -165,7 +208,7 @@ class EntitySync:
         if not self._members:
             return
         stored = self._store.get_meta("reviews_synced")
-        after: Position = tuple(json.loads(stored)) if stored else NOWHERE  # type: ignore[assignment]
+        after: Position = tuple(json.loads(stored)) if stored else NOWHERE
         upto = self._store.last_txn(REVIEW_SOURCE)
         while True:
             events = self._store.events_after(REVIEW_SOURCE, after, upto, 1000)
@@ -195,16 +238,25 @@ class EntitySync:
         """Queue the agreed row for the member's sync target."""
         schema, table = entity.member_tables[member]
         commit_ts = state.row_ts or cause.commit_ts.isoformat()
-        self._queue(member, schema, table, key, state.row, commit_ts, cause,
-                    f',"entity":{_dump(entity.name)},"vector":{_dump(state.vector)}')
+        self._queue(
+            member,
+            schema,
+            table,
+            key,
+            state.row,
+            commit_ts,
+            cause,
+            f',"entity":{_dump(entity.name)},"vector":{_dump(state.vector)}',
+        )
         state.sent[member] = dict(state.vector)
 
     def repair(self, source: str, key: str, row: dict[str, Any], cause: Change, version: int) -> None:
         """Queue a single source's repaired row (``repair = "write"``) for its sync target; it is
         skipped if the row changes again before it is written (``stale_repair``)."""
         schema, table = cause.table.split(".", 1)
-        self._queue(source, schema, table, key, row, cause.commit_ts.isoformat(), cause,
-                    f',"repair":{{"version":{version}}}')
+        self._queue(
+            source, schema, table, key, row, cause.commit_ts.isoformat(), cause, f',"repair":{{"version":{version}}}'
+        )
 
     def not_to_write(self, doc: dict[str, Any], held: dict[tuple[str, str, str, str], Any]) -> bool:
         """Whether a queued row must not be written after all: its key waits for a person in a
@@ -214,11 +266,21 @@ class EntitySync:
         if repair is not None:
             return self._store.row_version(doc["source"], doc["schema"], doc["table"], key) != repair["version"]
         entity = self.entity_of(doc["source"], doc["schema"], doc["table"])
-        return entity is not None and any((member, schema, table, key) in held
-                                          for member, (schema, table) in entity.member_tables.items())
+        return entity is not None and any(
+            (member, schema, table, key) in held for member, (schema, table) in entity.member_tables.items()
+        )
 
-    def _queue(self, member: str, schema: str, table: str, key: str, row: dict[str, Any] | None,
-               commit_ts: str, cause: Change, extra: str) -> None:
+    def _queue(
+        self,
+        member: str,
+        schema: str,
+        table: str,
+        key: str,
+        row: dict[str, Any] | None,
+        commit_ts: str,
+        cause: Change,
+        extra: str,
+    ) -> None:
         """A pseudo-source event with the row to write into the member."""
         pseudo = sync_source(member)
         number = self._next_txn.get(member)
@@ -231,11 +293,24 @@ class EntitySync:
         event_id = make_event_id(pseudo, txn_key, 0)
         op = "delete" if row is None else "update"
         after = None if row is None else _keyed(row, json.loads(key))
-        doc = event_doc.render(event_id=event_id, source=member, schema=schema, table=table, op=op, key=key,
-                               version=0, before=None, after=after, commit_ts=commit_ts, position=txn_key,
-                               writer=cause.writer, extra=f',"cause":{_dump(cause.event_id)}{extra}')
-        self._store.append([NewEvent(pseudo, txn_key, 0, event_id, schema, table, op, key, commit_ts, doc, None,
-                                     origin=member)])
+        doc = event_doc.render(
+            event_id=event_id,
+            source=member,
+            schema=schema,
+            table=table,
+            op=op,
+            key=key,
+            version=0,
+            before=None,
+            after=after,
+            commit_ts=commit_ts,
+            position=txn_key,
+            writer=cause.writer,
+            extra=f',"cause":{_dump(cause.event_id)}{extra}',
+        )
+        self._store.append(
+            [NewEvent(pseudo, txn_key, 0, event_id, schema, table, op, key, commit_ts, doc, None, origin=member)]
+        )
 
     # -- echoes ------------------------------------------------------------------------
 
@@ -245,13 +320,16 @@ class EntitySync:
             return
         meta_key = f"echoed:{member}"
         stored = self._store.get_meta(meta_key)
-        start: Position = tuple(json.loads(stored)) if stored else NOWHERE  # type: ignore[assignment]
+        start: Position = tuple(json.loads(stored)) if stored else NOWHERE
         after = start
         upto = (marker.txn_key, marker.seq)
         touched: dict[tuple[str, str], EntityRow] = {}
         while True:
-            events = [e for e in self._store.events_after(sync_source(member), after, marker.txn_key, 1000)
-                      if (e.txn_key, e.seq) <= upto]
+            events = [
+                e
+                for e in self._store.events_after(sync_source(member), after, marker.txn_key, 1000)
+                if (e.txn_key, e.seq) <= upto
+            ]
             for event in events:
                 doc = json.loads(event.json)
                 if "entity" not in doc:
@@ -289,8 +367,9 @@ def _winner_event(winner: str, change: Change, earlier: Change | None) -> str:
     return winner  # "merged"
 
 
-def _explain(entity: EntitySettings, change: Change, earlier: Change | None, theirs: Side,
-             fields: list[str], decision: Decision) -> str:
+def _explain(
+    entity: EntitySettings, change: Change, earlier: Change | None, theirs: Side, fields: list[str], decision: Decision
+) -> str:
     def who(c: Change | None, source: str) -> str:
         if c is None:
             return source
@@ -302,8 +381,10 @@ def _explain(entity: EntitySettings, change: Change, earlier: Change | None, the
         names = [f for f in fields if f in differing_fields(change.before, row, frozenset())]
         return ", ".join(names) or "nothing new"
 
-    text = (f"{entity.name} {change.key}: {who(earlier, theirs.source)} changed {changed(theirs.row)} and "
-            f"{who(change, change.source)} changed {changed(change.after)}, neither having seen the other's change")
+    text = (
+        f"{entity.name} {change.key}: {who(earlier, theirs.source)} changed {changed(theirs.row)} and "
+        f"{who(change, change.source)} changed {changed(change.after)}, neither having seen the other's change"
+    )
     resolution = decision.resolution or {}
     if decision.hold:
         return text + "; held for review"

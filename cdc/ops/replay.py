@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.config import Settings, TargetSettings
+from cdc.errors import ReplayError
 from cdc.model import StoredEvent
 from cdc.progress import Progress
 from cdc.state.store import StateStore
 from cdc.targets import TargetError, make_target
-
-
-class ReplayError(Exception):
-    """The replay cannot start (unknown target, a target kind that cannot be replayed into)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +30,7 @@ class EventFilter:
     until: str | None = None
 
     def as_query(self) -> dict[str, Any]:
-        return {"source": self.source, "table": self.table, "key": self.key, "since": self.since,
-                "until": self.until}
+        return {"source": self.source, "table": self.table, "key": self.key, "since": self.since, "until": self.until}
 
 
 @dataclass
@@ -48,15 +44,23 @@ def replay_target(settings: Settings, name: str) -> TargetSettings:
     for target in settings.targets:
         if target.name == name:
             if target.kind == "jsonl":
-                raise ReplayError(f"target {name} is a jsonl log, which keeps every event once: replay into a"
-                                  " database target, or read the log with 'cdc events'")
+                raise ReplayError(
+                    f"target {name} is a jsonl log, which keeps every event once: replay into a"
+                    " database target, or read the log with 'cdc events'"
+                )
             return target
     known = ", ".join(t.name for t in settings.targets) or "none"
     raise ReplayError(f"no target named {name!r} in the configuration (targets: {known})")
 
 
-def replay(settings: Settings, store: StateStore, target_name: str, selection: EventFilter,
-           dry_run: bool = False, progress: Progress | None = None) -> ReplayResult:
+def replay(
+    settings: Settings,
+    store: StateStore,
+    target_name: str,
+    selection: EventFilter,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> ReplayResult:
     """Send the selected events to the target (or, ``dry_run``, only count them)."""
     target_settings = replay_target(settings, target_name)
     result = ReplayResult(store.count_replayable(**selection.as_query()))
@@ -106,6 +110,11 @@ def _apply(target: Any, events: list[StoredEvent], result: ReplayResult) -> None
         except TargetError as exc:
             if not exc.fatal:
                 raise
-            result.failed.append({"event_id": event.event_id, "table": f"{event.schema}.{event.table}",
-                                  "key": json.dumps(event.key, ensure_ascii=False, default=str),
-                                  "reason": str(exc)})
+            result.failed.append(
+                {
+                    "event_id": event.event_id,
+                    "table": f"{event.schema}.{event.table}",
+                    "key": json.dumps(event.key, ensure_ascii=False, default=str),
+                    "reason": str(exc),
+                }
+            )

@@ -19,11 +19,11 @@ from cdc.config import SourceSettings
 from cdc.dsn import mysql_params, redact_dsn
 from cdc.logs import one_line
 from cdc.model import RowChange
-from cdc.sources import mysql_positions as positions
 from cdc.sources.base import SourceError
-from cdc.sources.mysql import describe_table
-from cdc.sources.mysql_admin import quote_identifier
-from cdc.sources.mysql_values import convert_row, select_converters
+from cdc.sources.mysql import positions
+from cdc.sources.mysql.admin import quote_identifier
+from cdc.sources.mysql.stream import describe_table
+from cdc.sources.mysql.values import convert_row, select_converters
 
 
 class MysqlSnapshot:
@@ -46,8 +46,11 @@ class MysqlSnapshot:
         except pymysql.MySQLError as exc:
             raise SourceError(f"{self.where}: cannot find the GTID of {file}:{offset}: {one_line(exc)}") from None
         # just before the first transaction the stream reads (it starts at that offset)
-        return {"txn_key": positions.txn_key(file, max(offset - 1, 0)),
-                "position": f"snapshot@{gtid or f'{file}:{offset}'}", "resume": gtid}
+        return {
+            "txn_key": positions.txn_key(file, max(offset - 1, 0)),
+            "position": f"snapshot@{gtid or f'{file}:{offset}'}",
+            "resume": gtid,
+        }
 
     def begin_read(self) -> str:
         """Open a consistent read (``cdc backfill``, counting rows); its binlog position as a
@@ -61,8 +64,11 @@ class MysqlSnapshot:
             with self._conn.cursor() as cur:
                 cur.execute("SELECT VERSION()")
                 if "mariadb" not in cur.fetchone()[0].lower():
-                    raise SourceError(f"{self.where}: 'cdc snapshot' reads MariaDB (its binlog_snapshot_* status"
-                                      " tells the matching position); load MySQL tables another way", fatal=True)
+                    raise SourceError(
+                        f"{self.where}: 'cdc snapshot' reads MariaDB (its binlog_snapshot_* status"
+                        " tells the matching position); load MySQL tables another way",
+                        fatal=True,
+                    )
                 cur.execute("SET time_zone = '+00:00'")
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
@@ -76,12 +82,14 @@ class MysqlSnapshot:
         assert self._conn is not None
         condition = f"({where.replace('%', '%%')})" if where else "TRUE"
         with self._conn.cursor() as cur:
-            cur.execute(f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(table)} WHERE {condition}",
-                        ())
+            cur.execute(
+                f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(table)} WHERE {condition}", ()
+            )
             return int(cur.fetchone()[0])
 
-    def chunks(self, schema: str, table: str, after: list[Any] | None, size: int,
-               where: str | None = None) -> Iterator[tuple[list[RowChange], list[Any]]]:
+    def chunks(
+        self, schema: str, table: str, after: list[Any] | None, size: int, where: str | None = None
+    ) -> Iterator[tuple[list[RowChange], list[Any]]]:
         assert self._conn is not None
         key, columns = describe_table(self._conn, schema, table)
         if not columns:
@@ -91,12 +99,16 @@ class MysqlSnapshot:
         converters = select_converters(columns)
         names = [name for name, _ in columns]
         quoted_key = ", ".join(map(quote_identifier, key))
-        select = (f"SELECT {', '.join(map(quote_identifier, names))} FROM {quote_identifier(schema)}."
-                  f"{quote_identifier(table)}")
+        select = (
+            f"SELECT {', '.join(map(quote_identifier, names))} FROM {quote_identifier(schema)}."
+            f"{quote_identifier(table)}"
+        )
         condition = f"({where.replace('%', '%%')})" if where else "TRUE"  # the DBA's (cdc backfill --where)
         first = f"{select} WHERE {condition} ORDER BY {quoted_key} LIMIT {int(size)}"
-        query = (f"{select} WHERE ({quoted_key}) > ({', '.join(['%s'] * len(key))}) AND {condition}"
-                 f" ORDER BY {quoted_key} LIMIT {int(size)}")
+        query = (
+            f"{select} WHERE ({quoted_key}) > ({', '.join(['%s'] * len(key))}) AND {condition}"
+            f" ORDER BY {quoted_key} LIMIT {int(size)}"
+        )
         while True:
             with self._conn.cursor() as cur:
                 if after is None:

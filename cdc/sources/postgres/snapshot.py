@@ -20,17 +20,18 @@ from typing import Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.pq.abc import PGconn
 
 from cdc.config import SourceSettings
 from cdc.dsn import connect_kwargs, conninfo, redact_dsn
 from cdc.logs import one_line
 from cdc.model import RowChange
 from cdc.sources.base import SourceError
-from cdc.sources.pg_protocol import format_lsn, parse_lsn
-from cdc.sources.pg_values import ValueDecoder
-from cdc.sources.postgres import SESSION_OPTIONS
+from cdc.sources.postgres.protocol import format_lsn, parse_lsn
+from cdc.sources.postgres.stream import SESSION_OPTIONS
+from cdc.sources.postgres.values import ValueDecoder
 
-log = logging.getLogger("cdc.snapshot")
+log = logging.getLogger("cdc.ops.snapshot")
 _COLUMNS_SQL = """
 SELECT a.attname, a.atttypid,
     coalesce(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1, 0)
@@ -48,7 +49,7 @@ class PostgresSnapshot:
     def __init__(self, settings: SourceSettings) -> None:
         self.settings = settings
         self.where = f"source {settings.name} ({redact_dsn(settings.dsn)})"
-        self._replication: pq.PGconn | None = None
+        self._replication: PGconn | None = None
         self._conn: psycopg.Connection | None = None
         self._decoder = ValueDecoder()
 
@@ -58,11 +59,16 @@ class PostgresSnapshot:
             self.begin_read()
             return resume
         self._connect()
+        assert self._conn is not None
         lsn, snapshot = self._create_slot()
         self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        log.info("slot %s created at %s; reading in its exported snapshot", self.settings.slot_name,
-                 format_lsn(lsn), extra={"source": self.settings.name, "position": format_lsn(lsn)})
+        log.info(
+            "slot %s created at %s; reading in its exported snapshot",
+            self.settings.slot_name,
+            format_lsn(lsn),
+            extra={"source": self.settings.name, "position": format_lsn(lsn)},
+        )
         return {"txn_key": f"{lsn - 1:016X}", "position": f"snapshot@{format_lsn(lsn)}", "resume": format_lsn(lsn)}
 
     def begin_read(self) -> str:
@@ -70,14 +76,17 @@ class PostgresSnapshot:
         (as a transaction key) that every change committed after the read began is at or after."""
         self._connect()
         assert self._conn is not None
-        lsn = parse_lsn(self._conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+        row = self._conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        lsn = parse_lsn(row[0])
         self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return f"{lsn:016X}"
 
     def _connect(self) -> None:
         try:
-            self._conn = psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password),
-                                         options=SESSION_OPTIONS, autocommit=True)
+            self._conn = psycopg.connect(
+                **connect_kwargs(self.settings.dsn, self.settings.password), options=SESSION_OPTIONS, autocommit=True
+            )
         except psycopg.Error as exc:
             raise SourceError(f"{self.where}: cannot connect: {one_line(exc)}") from None
 
@@ -87,8 +96,9 @@ class PostgresSnapshot:
         with psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password), autocommit=True) as admin:
             row = admin.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
             if row is not None and row[0]:
-                raise SourceError(f"{self.where}: slot {slot!r} is in use: stop the daemon before 'cdc snapshot'",
-                                  fatal=True)
+                raise SourceError(
+                    f"{self.where}: slot {slot!r} is in use: stop the daemon before 'cdc snapshot'", fatal=True
+                )
             if row is not None:  # made by 'cdc setup', never streamed: made again where the snapshot is
                 admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         info = conninfo(self.settings.dsn, self.settings.password, replication="database", client_encoding="UTF8")
@@ -103,16 +113,22 @@ class PostgresSnapshot:
             pgconn.finish()
             raise SourceError(f"{self.where}: cannot create slot {slot!r}: {message}", fatal=True)
         self._replication = pgconn  # open until the read is over: it keeps the snapshot alive
-        return parse_lsn(result.get_value(0, 1).decode()), result.get_value(0, 2).decode()
+        consistent_point, snapshot_name = result.get_value(0, 1), result.get_value(0, 2)
+        assert consistent_point is not None and snapshot_name is not None  # never NULL for a slot just made
+        return parse_lsn(consistent_point.decode()), snapshot_name.decode()
 
     def count(self, schema: str, table: str, where: str | None = None) -> int:
         assert self._conn is not None
         condition = sql.SQL(where.replace("%", "%%")) if where else sql.SQL("true")
-        return self._conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-            sql.Identifier(schema, table), condition), []).fetchone()[0]
+        row = self._conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(schema, table), condition), []
+        ).fetchone()
+        assert row is not None
+        return row[0]
 
-    def chunks(self, schema: str, table: str, after: list[str] | None, size: int,
-               where: str | None = None) -> Iterator[tuple[list[RowChange], list[str]]]:
+    def chunks(
+        self, schema: str, table: str, after: list[str] | None, size: int, where: str | None = None
+    ) -> Iterator[tuple[list[RowChange], list[str]]]:
         """The table's rows after the key ``after`` (text forms), ``size`` at a time, with each
         chunk's last key; ``where`` is a filter the DBA wrote (``cdc backfill --where``)."""
         assert self._conn is not None
@@ -129,11 +145,13 @@ class PostgresSnapshot:
         keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key)
         select = sql.SQL("SELECT {} FROM {} AS t").format(
             sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(n)) for n in names),
-            sql.Identifier(schema, table))
+            sql.Identifier(schema, table),
+        )
         condition = sql.SQL("({})").format(sql.SQL(where.replace("%", "%%"))) if where else sql.SQL("true")
         first = sql.SQL("{} WHERE {} ORDER BY {} LIMIT {}").format(select, condition, keys, sql.Literal(size))
         query = sql.SQL("{} WHERE ({}) > ({}) AND {} ORDER BY {} LIMIT {}").format(
-            select, keys, sql.SQL(", ").join(sql.Placeholder() * len(key)), condition, keys, sql.Literal(size))
+            select, keys, sql.SQL(", ").join(sql.Placeholder() * len(key)), condition, keys, sql.Literal(size)
+        )
         while True:
             rows = self._conn.execute(query if after is not None else first, after or []).fetchall()
             if not rows:
@@ -141,10 +159,12 @@ class PostgresSnapshot:
             changes = []
             for row in rows:
                 native = dict(zip(names, row))
-                python = {name: None if text is None else load(text.encode())
-                          for name, load, text in zip(names, loaders, row)}
-                changes.append(RowChange(schema, table, "snapshot", {k: python[k] for k in key}, None, python,
-                                         None, native))
+                python = {
+                    name: None if text is None else load(text.encode()) for name, load, text in zip(names, loaders, row)
+                }
+                changes.append(
+                    RowChange(schema, table, "snapshot", {k: python[k] for k in key}, None, python, None, native)
+                )
             after = [rows[-1][i] for i in key_at]
             yield changes, after
             if len(rows) < size:

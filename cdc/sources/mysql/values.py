@@ -7,19 +7,19 @@ with a ``json_valid`` check) as plain text; these are made exact and unambiguous
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 
 from cdc.values import RawJson, Verbatim
 
-
 _DAY = timedelta(days=1)
 
 
 def _timestamp(value: Any) -> Any:
-    return value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
 
 
 def _bit(value: Any) -> Any:
@@ -61,7 +61,7 @@ _BY_TYPE: dict[int, Callable[[Any], Any]] = {
 
 def column_converters(columns: list[Any], json_columns: set[str]) -> dict[str, Callable[[Any], Any]]:
     """For each column (mysql-replication ``Column`` objects) that needs it, its converter."""
-    converters = {}
+    converters: dict[str, Callable[[Any], Any]] = {}
     for column in columns:
         if column.name in json_columns:
             converters[column.name] = _json_text
@@ -81,7 +81,11 @@ def _set_text(value: Any) -> Any:
 
 
 _BY_DATA_TYPE: dict[str, Callable[[Any], Any]] = {
-    "timestamp": _timestamp, "bit": _bit_bytes, "set": _set_text, "time": _time, "json": _json_text,
+    "timestamp": _timestamp,
+    "bit": _bit_bytes,
+    "set": _set_text,
+    "time": _time,
+    "json": _json_text,
 }
 
 
@@ -91,8 +95,9 @@ def select_converters(columns: list[tuple[str, str]]) -> dict[str, Callable[[Any
     return {name: _BY_DATA_TYPE[data_type] for name, data_type in columns if data_type in _BY_DATA_TYPE}
 
 
-def convert_row(values: dict[str, Any], none_sources: dict[str, str] | None,
-                converters: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
+def convert_row(
+    values: dict[str, Any], none_sources: dict[str, str] | None, converters: dict[str, Callable[[Any], Any]]
+) -> dict[str, Any]:
     """A row image with every value in cdc's form; an empty SET is ``[]``, not NULL."""
     row = dict(values)
     for name, convert in converters.items():

@@ -18,16 +18,22 @@ value that the server did not send, otherwise the raw ``bytes`` of the value
 (text output format unless the ``binary`` option was requested). Turning
 those bytes into Python values is left to the caller, which knows the column
 types from the preceding :class:`Relation` message.
+
+Why this module is long: it holds one decoder per pgoutput message type and the cursor
+helpers they share, the whole of protocol version 1 on one page; split up, each decoder would
+lose sight of the helpers it inlines for speed.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Final, Union
+from typing import Final
 
-from cdc.sources.pg_protocol import pg_timestamp_to_datetime
+from cdc.errors import DecodeError
+from cdc.sources.postgres.protocol import pg_timestamp_to_datetime
 
 __all__ = [
     "UNCHANGED_TOAST",
@@ -47,10 +53,6 @@ __all__ = [
     "Update",
     "decode",
 ]
-
-
-class DecodeError(ValueError):
-    """A pgoutput message is malformed, truncated or of an unsupported type."""
 
 
 class _UnchangedToastType:
@@ -84,7 +86,7 @@ class _UnchangedToastType:
 UNCHANGED_TOAST: Final = _UnchangedToastType()
 
 #: One row as sent by pgoutput: one entry per column of the relation.
-TupleData = tuple[Union[bytes, None, _UnchangedToastType], ...]
+TupleData = tuple[bytes | _UnchangedToastType | None, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +210,7 @@ class Message:
     content: bytes
 
 
-PgOutputMessage = Union[
-    Begin, Commit, Origin, Relation, Type, Insert, Update, Delete, Truncate, Message
-]
+PgOutputMessage = Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | Message
 
 # --------------------------------------------------------------------------
 # Wire layouts (after the leading type byte unless noted).
@@ -280,9 +280,7 @@ def _describe(buf: bytes) -> str:
 
 
 def _error(buf: bytes, pos: int, problem: str) -> DecodeError:
-    return DecodeError(
-        f"{problem} in {_describe(buf)} at offset {pos} (message is {len(buf)} bytes)"
-    )
+    return DecodeError(f"{problem} in {_describe(buf)} at offset {pos} (message is {len(buf)} bytes)")
 
 
 def _truncated(buf: bytes, pos: int) -> DecodeError:
@@ -319,7 +317,7 @@ def _read_tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
     try:
         (ncols,) = _unpack_u16(buf, pos)
         pos += 2
-        values: list[bytes | None | _UnchangedToastType] = []
+        values: list[bytes | _UnchangedToastType | None] = []
         append = values.append
         for _ in range(ncols):
             kind = buf[pos]
@@ -466,9 +464,7 @@ def _decode_truncate(buf: bytes) -> Truncate:
         raise _truncated(buf, 1) from None
     expected = 6 + 4 * count
     if len(buf) < expected:
-        raise _error(
-            buf, len(buf), f"truncated data ({count} relation ids need {expected} bytes)"
-        )
+        raise _error(buf, len(buf), f"truncated data ({count} relation ids need {expected} bytes)")
     _check_end(buf, expected)
     relids = struct.unpack_from(f">{count}I", buf, 6)
     return Truncate(
@@ -530,7 +526,5 @@ def decode(payload: bytes | bytearray | memoryview) -> PgOutputMessage:
                 f"pgoutput message type {kind!r} ({_UNSUPPORTED[kind]}) at offset 0 "
                 f"is not supported with proto_version 1"
             )
-        raise DecodeError(
-            f"unknown pgoutput message type {bytes([buf[0]])!r} at offset 0"
-        )
+        raise DecodeError(f"unknown pgoutput message type {bytes([buf[0]])!r} at offset 0")
     return decoder(buf)

@@ -1,7 +1,7 @@
 """``cdc snapshot``: load a source's tables into the state store, so that the targets get them and
 the stream starts exactly where the snapshot ends.
 
-The source's reader (``cdc.sources.pg_snapshot``, ``cdc.sources.mysql_snapshot``) gives the
+The source's reader (``cdc.sources.postgres.snapshot``, ``cdc.sources.mysql.snapshot``) gives the
 position matching its consistent read and the tables' rows in primary-key chunks. Each chunk
 becomes events (``op = "snapshot"``) of one pseudo-transaction placed just before that
 position, stored together with the table's progress (its last key), so an interrupted
@@ -14,43 +14,20 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
 from cdc.config import Settings, SourceSettings
+from cdc.errors import SnapshotError
 from cdc.model import TxnBegin
 from cdc.pipeline.versioner import Versioner
 from cdc.progress import Progress
+from cdc.sources import make_snapshot_reader as make_reader
+from cdc.sources.base import SnapshotReader
 from cdc.state.store import StateStore
 
-log = logging.getLogger("cdc.snapshot")
+log = logging.getLogger("cdc.ops.snapshot")
 CHUNK_ROWS = 5000
-
-
-class SnapshotError(Exception):
-    """The snapshot cannot be taken; the message says why and what to do."""
-
-
-class SnapshotReader(Protocol):
-    def begin(self, resume: dict[str, Any] | None) -> dict[str, Any]: ...
-
-    def begin_read(self) -> str: ...
-
-    def count(self, schema: str, table: str, where: str | None = None) -> int: ...
-
-    def chunks(self, schema: str, table: str, after: list | None, size: int, where: str | None = None): ...
-
-    def close(self) -> None: ...
-
-
-def make_reader(settings: SourceSettings) -> SnapshotReader:
-    if settings.kind == "mysql":
-        from cdc.sources.mysql_snapshot import MysqlSnapshot
-
-        return MysqlSnapshot(settings)
-    from cdc.sources.pg_snapshot import PostgresSnapshot
-
-    return PostgresSnapshot(settings)
 
 
 def plan(settings: Settings, source: SourceSettings, tables: list[tuple[str, str]]) -> dict[str, int]:
@@ -63,8 +40,14 @@ def plan(settings: Settings, source: SourceSettings, tables: list[tuple[str, str
         reader.close()
 
 
-def snapshot(settings: Settings, store: StateStore, source: SourceSettings, tables: list[tuple[str, str]],
-             chunk_rows: int = CHUNK_ROWS, progress: Progress | None = None) -> int:
+def snapshot(
+    settings: Settings,
+    store: StateStore,
+    source: SourceSettings,
+    tables: list[tuple[str, str]],
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Progress | None = None,
+) -> int:
     """Read the tables into the event log (resuming an interrupted snapshot); the rows read."""
     meta_key = f"snapshot:{source.name}"
     stored = store.get_meta(meta_key)
@@ -72,11 +55,15 @@ def snapshot(settings: Settings, store: StateStore, source: SourceSettings, tabl
     if started is None:
         state = store.source_state(source.name)
         if state.complete_txn:  # (a position alone, recorded by 'cdc setup', is no stream yet)
-            raise SnapshotError(f"source {source.name} already streams (events up to {state.complete_position}):"
-                                " re-read its tables with 'cdc backfill' instead")
+            raise SnapshotError(
+                f"source {source.name} already streams (events up to {state.complete_position}):"
+                " re-read its tables with 'cdc backfill' instead"
+            )
     elif [tuple(t) for t in started["tables"]] != tables:
-        raise SnapshotError(f"an interrupted snapshot of source {source.name} read other tables"
-                            f" ({', '.join('.'.join(t) for t in started['tables'])}): run it again with those")
+        raise SnapshotError(
+            f"an interrupted snapshot of source {source.name} read other tables"
+            f" ({', '.join('.'.join(t) for t in started['tables'])}): run it again with those"
+        )
     reader = make_reader(source)
     try:
         start = reader.begin(started)
@@ -87,10 +74,12 @@ def snapshot(settings: Settings, store: StateStore, source: SourceSettings, tabl
                 for schema, table in tables:
                     store.set_snapshot_table(source.name, schema, table, None, 0, False)
         else:
-            log.info("resuming the snapshot of %s after its last finished chunk", source.name,
-                     extra={"source": source.name})
-        read = _read_tables(store, Versioner(settings, store, source.name), reader, source.name, started, tables,
-                            chunk_rows, progress)
+            log.info(
+                "resuming the snapshot of %s after its last finished chunk", source.name, extra={"source": source.name}
+            )
+        read = _read_tables(
+            store, Versioner(settings, store, source.name), reader, source.name, started, tables, chunk_rows, progress
+        )
         with store.transaction():
             store.mark_complete(source.name, started["txn_key"], started["position"], started["resume"])
             store.set_acked(source.name, started["resume"])  # where the stream starts, whatever was before
@@ -100,10 +89,17 @@ def snapshot(settings: Settings, store: StateStore, source: SourceSettings, tabl
         reader.close()
 
 
-def _read_tables(store: StateStore, versioner: Versioner, reader: SnapshotReader, source: str,
-                 started: dict[str, Any], tables: list[tuple[str, str]], chunk_rows: int,
-                 progress: Progress | None) -> int:
-    txn = TxnBegin(started["txn_key"], started["position"], None, datetime.now(timezone.utc))
+def _read_tables(
+    store: StateStore,
+    versioner: Versioner,
+    reader: SnapshotReader,
+    source: str,
+    started: dict[str, Any],
+    tables: list[tuple[str, str]],
+    chunk_rows: int,
+    progress: Progress | None,
+) -> int:
+    txn = TxnBegin(started["txn_key"], started["position"], None, datetime.now(UTC))
     progress_by_table = store.snapshot_tables(source)
     seq, read = started["seq"], 0
     for schema, table in tables:
@@ -111,8 +107,14 @@ def _read_tables(store: StateStore, versioner: Versioner, reader: SnapshotReader
         if done:
             continue
         if after is not None:
-            log.info("%s.%s: %d rows were read; going on after key %s", schema, table, rows_read, after,
-                     extra={"source": source})
+            log.info(
+                "%s.%s: %d rows were read; going on after key %s",
+                schema,
+                table,
+                rows_read,
+                after,
+                extra={"source": source},
+            )
         for changes, last_key in reader.chunks(schema, table, after, chunk_rows):
             with store.transaction():
                 for change in changes:

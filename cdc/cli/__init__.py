@@ -1,21 +1,41 @@
-"""The ``cdc`` command line: check, setup, run, status, events.
+"""The ``cdc`` command line: the parser, and a table of the verbs' handlers.
 
-Exit codes: 0 success; 1 ``check`` found problems; 2 bad configuration or usage;
-3 a fatal error that needs a person (missing slot, table without a primary key, ...);
+Each verb's handler takes the settings and the parsed arguments and returns an exit code
+(``cdc.errors.ExitCode``): 0 success; 1 ``check`` found problems; 2 bad configuration or
+usage; 3 a fatal error that needs a person (missing slot, table without a primary key, ...);
 4 a server stayed unreachable for every retry; 5 ``run --drain`` was stopped before the
-sources' end position was reached.
+sources' end position was reached. An error a handler raises becomes its exit code in
+``cdc.cli.common.exit_code_of``, and its one line goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
-from cdc.config import ConfigError, config_path, load_settings
+from cdc.config import Settings, config_path, load_settings
+from cdc.errors import CdcError, ConfigError, ExitCode
 from cdc.logs import setup_logging
 
-EXIT_CONFIG = 2
+Handler = Callable[[Settings, argparse.Namespace], int]
 
+
+def _handlers() -> dict[str, Handler]:
+    """verb -> handler (imported when a verb runs, so that ``--help`` stays quick)."""
+    from cdc.cli import conflicts, inspect, preflight, repair
+
+    return {
+        "check": preflight.check,
+        "setup": preflight.setup,
+        "run": inspect.run,
+        "status": inspect.status,
+        "events": inspect.events,
+        "snapshot": repair.snapshot,
+        "backfill": repair.backfill,
+        "replay": repair.replay,
+        "conflicts": conflicts.conflicts,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,24 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("status", parents=[common, reading], help="positions, lag, retained WAL, events/s")
     p = verbs.add_parser("events", parents=[common, reading, selecting], help="query the event log")
     p.add_argument("--limit", type=int)
-    p = verbs.add_parser("snapshot", parents=[common, reading],
-                         help="load the tables into the targets; streaming starts where it ends")
+    p = verbs.add_parser(
+        "snapshot", parents=[common, reading], help="load the tables into the targets; streaming starts where it ends"
+    )
     p.add_argument("--source", help="the source (default: every source)")
-    p.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
-                   help="only this table of the source (repeatable; default: all its tables)")
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="SCHEMA.TABLE",
+        help="only this table of the source (repeatable; default: all its tables)",
+    )
     p.add_argument("--chunk-rows", type=int, default=5000, help="rows read per chunk (default 5000)")
     p.add_argument("--dry-run", action="store_true", help="count the rows that would be read, read nothing")
-    p = verbs.add_parser("backfill", parents=[common, reading],
-                         help="re-read rows from a source while the daemon streams, to bring targets in line")
+    p = verbs.add_parser(
+        "backfill",
+        parents=[common, reading],
+        help="re-read rows from a source while the daemon streams, to bring targets in line",
+    )
     p.add_argument("--source", required=True, help="the source to read from")
-    p.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
-                   help="only this table (repeatable; default: all the source's tables)")
-    p.add_argument("--where", help="only the rows of this SQL condition, e.g. \"id BETWEEN 100 AND 200\"")
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="SCHEMA.TABLE",
+        help="only this table (repeatable; default: all the source's tables)",
+    )
+    p.add_argument("--where", help='only the rows of this SQL condition, e.g. "id BETWEEN 100 AND 200"')
     p.add_argument("--target", help="only this target (default: every target)")
     p.add_argument("--chunk-rows", type=int, default=5000, help="rows read per chunk (default 5000)")
     p.add_argument("--dry-run", action="store_true", help="count the rows that would be read, store nothing")
-    p = verbs.add_parser("replay", parents=[common, reading, selecting],
-                         help="send events from the log again to one database target")
+    p = verbs.add_parser(
+        "replay", parents=[common, reading, selecting], help="send events from the log again to one database target"
+    )
     p.add_argument("--target", required=True, help="the target's name")
     p.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
     p = verbs.add_parser("conflicts", help="the conflicts found and the review queue")
@@ -86,18 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(config_path(args.config))
     except ConfigError as exc:
         print(f"cdc: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.USAGE
     if args.verb == "run":
         setup_logging(settings.log.level, settings.log.format)
     else:  # with --json, stdout holds only the JSON
         setup_logging(settings.log.level, "text", sys.stderr if getattr(args, "json", False) else None)
-    from cdc import commands, dba_commands
+    from cdc.cli.common import exit_code_of
 
-    handler = getattr(dba_commands if args.verb in ("snapshot", "backfill", "replay") else commands, args.verb)
     try:
-        return handler(settings, args)
-    except commands.CommandError as exc:
+        return _handlers()[args.verb](settings, args)
+    except CdcError as exc:
         print(f"cdc {args.verb}: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exit_code_of(exc)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED

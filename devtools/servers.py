@@ -13,6 +13,9 @@ it down and deletes the directory::
 
 Servers refuse to run as root, so when we are root they run as an unprivileged
 system account ("postgres" or "mysql", falling back to "nobody").
+
+Why this module is long: it runs two servers, PostgreSQL and MariaDB, through the same life
+cycle (initialise, start as an unprivileged user, wait, restart, stop, clean up).
 """
 
 from __future__ import annotations
@@ -319,8 +322,13 @@ class _ThrowawayServer:
             if self._account is not None:
                 os.chown(output, self._account.pw_uid, self._account.pw_gid)
             return subprocess.Popen(
-                argv, cwd=self.tmpdir, start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **extra,
+                argv,
+                cwd=self.tmpdir,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                **extra,
             )
 
     def _is_ours(self, reported_datadir: str) -> bool:
@@ -336,9 +344,7 @@ class ThrowawayPostgres(_ThrowawayServer):
     account_name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
 
-    def __init__(
-        self, port: int | None = None, settings: SETTINGS | None = None, superuser: str = "postgres"
-    ) -> None:
+    def __init__(self, port: int | None = None, settings: SETTINGS | None = None, superuser: str = "postgres") -> None:
         super().__init__(port, settings)
         self.superuser = superuser
         self.bindir = os.path.dirname(_find_binary(["initdb"], _pg_bindirs(), "postgresql"))
@@ -500,8 +506,13 @@ class ThrowawayMariaDB(_ThrowawayServer):
     def _accepts_connections(self) -> bool:
         try:
             conn = pymysql.connect(
-                host=self.host, port=self.port, user=self.user, password="",
-                connect_timeout=2, read_timeout=2, write_timeout=2,
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password="",
+                connect_timeout=2,
+                read_timeout=2,
+                write_timeout=2,
             )
         except pymysql.err.OperationalError as exc:
             self._last_error = str(exc)

@@ -1,0 +1,1 @@
+"""The DBA verbs' logic: snapshot, backfill and replay."""
