@@ -1,8 +1,8 @@
 """CopyData messages through ``cdc.sources.postgres.translate.Translator``, without a server.
 
 The messages are real wire bytes: pgoutput payloads built with the helpers of
-``tests.test_pgoutput``, framed as XLogData / keepalive CopyData with those of
-``tests.test_pg_protocol``.
+``tests.unit.test_pgoutput``, framed as XLogData / keepalive CopyData with those of
+``tests.unit.test_pg_protocol``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from cdc.sources.postgres.protocol import format_lsn
 from cdc.sources.postgres.translate import Translator
 from cdc.sources.postgres.values import ValueDecoder
 from cdc.values import RawJson
-from tests.test_pg_protocol import keepalive, xlogdata
-from tests.test_pgoutput import NULL, TOAST, TS, TS_US, cstr, relation_msg, text_value, tuple_data
+from tests.unit.test_pg_protocol import keepalive, xlogdata
+from tests.unit.test_pgoutput import NULL, TOAST, TS, TS_US, cstr, relation_msg, text_value, tuple_data
 
 WHERE = "source app (postgresql://cdc@db/app)"
 RELID = 16391

@@ -9,7 +9,7 @@ import pytest
 from cdc.config import ConfigError, load_settings
 from cdc.dsn import redact_dsn
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "cdc.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "conf" / "cdc.toml"
 
 
 def test_documented_example_parses():

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from devtools.servers import free_port
 from tests.helpers import CdcSetup, wait_for
-from tests.test_conflict_scenarios import CONFIG, SCHEMA
+from tests.integration.test_conflict_scenarios import CONFIG, SCHEMA
 
 
 def test_webhook_alert_for_a_lost_update(pg_server, tmp_path):

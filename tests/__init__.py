@@ -1,0 +1,1 @@
+"""cdc's tests: tests/unit need no server; tests/integration run against throwaway servers."""
