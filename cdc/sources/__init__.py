@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cdc.errors import SourceError
@@ -40,7 +41,7 @@ class SourceKind(Protocol):
     def binlog_backlog(self, files: list[dict[str, Any]], complete_txn: str) -> tuple[int, int]: ...
 
     def setup(
-        self, conn: Any, settings: SourceSettings, state_dir: Any, print_sql: bool, say: Callable[[str], None]
+        self, conn: Any, settings: SourceSettings, state_dir: Path, print_sql: bool, say: Callable[[str], None]
     ) -> None: ...
 
 

@@ -40,11 +40,9 @@ def _module(settings: TargetSettings) -> TargetKind:
 
 def make_target(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> Target:
     """The target of ``settings``; ``marks_writes`` for a sync target (a database source written back)."""
-    target: Target = _module(settings).make(settings, store, marks_writes)
-    return target
+    return _module(settings).make(settings, store, marks_writes)
 
 
 def check_target(settings: TargetSettings) -> list[Problem]:
     """What stops the target from working, each problem with its fix (``cdc check``)."""
-    problems: list[Problem] = _module(settings).check(settings)
-    return problems
+    return _module(settings).check(settings)
