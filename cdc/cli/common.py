@@ -21,7 +21,6 @@ from cdc.errors import (
     ReplayError,
     ReviewError,
     SourceError,
-    Unreachable,
 )
 from cdc.ops.replay import EventFilter
 from cdc.retry import retry_call
@@ -40,8 +39,6 @@ def exit_code_of(exc: CdcError) -> ExitCode:
         return ExitCode.USAGE
     if isinstance(exc, ReviewError):
         return ExitCode.PROBLEMS
-    if isinstance(exc, Unreachable):
-        return ExitCode.UNREACHABLE
     return ExitCode.FATAL if exc.fatal else ExitCode.UNREACHABLE
 
 

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from cdc.config import Settings
 from cdc.metrics import Metrics
@@ -172,28 +172,26 @@ class Pipeline:
     def _consume(self, run: _SourceRun, items: list[SourceItem]) -> None:
         batch = self.settings.pipeline.store_batch
         for item in items:
-            kind = type(item)
-            if kind is RowChange:
+            if type(item) is RowChange:  # the usual item first: one type() per change
                 seq = run.seq
                 run.seq += 1
                 if run.txn is not None and (run.txn.txn_key, seq) > run.stored:
-                    run.pending.append((seq, cast(RowChange, item)))
+                    run.pending.append((seq, item))
                     if len(run.pending) >= batch:
                         self._store(run)
-            elif kind is TxnBegin:
-                run.txn, run.seq = cast(TxnBegin, item), 0
+            elif type(item) is TxnBegin:
+                run.txn, run.seq = item, 0
                 run.write_back, run.write_back_noted = None, False
-            elif kind is WriteBack:
+            elif type(item) is WriteBack:
                 self._store(run)  # what came before the marker is not an echo
-                run.write_back = cast(WriteBack, item)
-            elif kind is TxnCommit:
-                self._store(run, commit=cast(TxnCommit, item))
-            elif kind is Idle:
-                idle = cast(Idle, item)
-                if idle.reached == "drained":
+                run.write_back = item
+            elif type(item) is TxnCommit:
+                self._store(run, commit=item)
+            elif type(item) is Idle:
+                if item.reached == "drained":
                     run.drained = True
                 if run.txn is None:
-                    run.idle_at = idle.resume_position
+                    run.idle_at = item.resume_position
                     self.metrics.lag_seconds.labels(run.source.name).set(0)
 
     def _store(self, run: _SourceRun, commit: TxnCommit | None = None) -> None:

@@ -66,13 +66,12 @@ def setup(
     say: Callable[[str], None],
 ) -> None:
     """A binlog has no slot: record where streaming starts, once, in the state store."""
+    from cdc.sources.mysql.server import is_mariadb
     from cdc.sources.mysql.stream import MysqlSource
     from cdc.state.store import StateStore
 
     reader = MysqlSource(settings)
-    with conn.cursor() as cur:
-        cur.execute("SELECT VERSION()")
-        reader.is_mariadb = "mariadb" in cur.fetchone()[0].lower()
+    reader.is_mariadb = is_mariadb(conn)
     current = reader.current_position(conn)
     store = StateStore(state_dir)
     try:

@@ -70,6 +70,11 @@ def first_working(conn: pymysql.connections.Connection, *statements: str) -> lis
     return None
 
 
+def is_mariadb(conn: pymysql.connections.Connection) -> bool:
+    """Whether the server is MariaDB (its GTIDs and binlog positions differ from MySQL's)."""
+    return "mariadb" in str(query(conn, "SELECT VERSION()")[0][0]).lower()
+
+
 def server_info(conn: pymysql.connections.Connection) -> Server:
     """MariaDB or MySQL, its version, and the global variables cdc cares about."""
     version = str(query(conn, "SELECT VERSION()")[0][0])

@@ -22,6 +22,7 @@ from cdc.model import RowChange
 from cdc.sources.base import SourceError
 from cdc.sources.mysql import positions
 from cdc.sources.mysql.admin import quote_identifier
+from cdc.sources.mysql.server import is_mariadb
 from cdc.sources.mysql.stream import describe_table
 from cdc.sources.mysql.values import convert_row, select_converters
 
@@ -61,14 +62,13 @@ class MysqlSnapshot:
         """Start the consistent read; the binlog file and offset that match it."""
         try:
             self._conn = pymysql.connect(**mysql_params(self.settings.dsn, self.settings.password), autocommit=True)
+            if not is_mariadb(self._conn):
+                raise SourceError(
+                    f"{self.where}: 'cdc snapshot' reads MariaDB (its binlog_snapshot_* status"
+                    " tells the matching position); load MySQL tables another way",
+                    fatal=True,
+                )
             with self._conn.cursor() as cur:
-                cur.execute("SELECT VERSION()")
-                if "mariadb" not in cur.fetchone()[0].lower():
-                    raise SourceError(
-                        f"{self.where}: 'cdc snapshot' reads MariaDB (its binlog_snapshot_* status"
-                        " tells the matching position); load MySQL tables another way",
-                        fatal=True,
-                    )
                 cur.execute("SET time_zone = '+00:00'")
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")

@@ -29,6 +29,7 @@ from cdc.dsn import DsnError, mysql_params, redact_dsn
 from cdc.logs import one_line
 from cdc.sources.base import SourceError, SourceItem
 from cdc.sources.mysql import positions
+from cdc.sources.mysql.server import is_mariadb
 from cdc.sources.mysql.translate import EVENTS, SYNC_TABLE, Translator
 
 log = logging.getLogger("cdc.source.mysql")
@@ -100,9 +101,7 @@ class MysqlSource:
                 f"{self.where}: set server_id (unique among the server's replicas) for this source", fatal=True
             )
         self._ctl = self.control_connection()
-        with self._ctl.cursor() as cur:
-            cur.execute("SELECT VERSION()")
-            self.is_mariadb = "mariadb" in cur.fetchone()[0].lower()
+        self.is_mariadb = is_mariadb(self._ctl)
         if resume_position is None:
             resume_position = self.current_position(self._ctl)
             log.warning(
