@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_a_stale_save_is_resolved_with_a_click_and_the_target_gets_the_row(pg_se
         kept = conflict["events"][0]["event_id"]  # sales-app's write, which the stale save reverted
         browser.find_element(By.XPATH, f"//button[text()='keep {kept}']").click()
         wait_for(
-            lambda: [e.text for e in browser.find_elements(By.ID, "status")] == ["resolved_by_hand"],
+            lambda: _shown_status(browser) == ["resolved_by_hand"],
             timeout=10,
             what="the page showing the resolution",
         )
@@ -117,3 +118,14 @@ def test_a_stale_save_is_resolved_with_a_click_and_the_target_gets_the_row(pg_se
         if c["id"] == conflict["id"]
     ]
     assert record["status"] == "resolved_by_hand" and record["resolution"]["by"] == "review page"
+
+
+def _shown_status(browser: Any) -> list[str]:
+    """The conflict's status on the page; none while the page is being replaced after a click."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return [element.text for element in browser.find_elements(By.ID, "status")]
+    except StaleElementReferenceException:
+        return []
