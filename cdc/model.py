@@ -14,11 +14,11 @@ order of a source's changes, used to drop anything already stored or applied.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cdc.values import compact_json
+from cdc.values import compact_json, event_row, load_doc
 
 
 @dataclass(slots=True)
@@ -91,23 +91,75 @@ class RowChange:
     native_before: dict[str, str | None] | None = None
     native_after: dict[str, str | None] | None = None
 
+    def native_form(self) -> dict[str, Any] | None:
+        """The key (of the row as it was) and the after image in the source's text form, if it has one."""
+        if self.native_after is None and self.native_before is None:
+            return None
+        image = self.native_before if self.native_before is not None else self.native_after
+        key = None if image is None else {column: image.get(column) for column in self.key}
+        return {"key": key, "after": self.native_after}
 
-@dataclass(slots=True)
-class StoredEvent:
-    """An event as read back from the event log: what targets apply."""
 
-    log_id: int
-    source: str
+@dataclass(slots=True, eq=False)
+class Event:
+    """One versioned event, the one shape it has from the versioner to the targets.
+
+    The versioner makes it from a ``RowChange`` (``change``), the state store's event log
+    keeps it, and targets apply it: from memory while they keep up, read back from the log
+    (``change`` None) when they are behind or a DBA replays it. ``stream`` is what it is
+    logged under: a source, or a pseudo-source whose rows belong to ``origin``.
+    """
+
+    stream: str
     txn_key: str
     seq: int
     event_id: str
     schema: str
     table: str
     op: str
-    key: dict[str, Any]
-    json: str  # the event's JSON document (the README's form)
-    native: dict[str, Any] | None  # {"key": {...}, "after": {...}} in the source's text form, or None
+    key_json: str  # the key's JSON object, as the event log keeps it
+    commit_ts: str
+    doc: str  # the event's JSON document (the README's form)
+    native: dict[str, Any] | None = None  # {"key": {...}, "after": {...}} in the source's text form
+    origin: str | None = None  # the source a pseudo-source's row belongs to
+    change: RowChange | None = None  # the row change it was made from, while it is in memory
+    log_id: int = 0  # its place in the event log, once read back from it
     held: bool = False  # its key waits in the review queue: row targets keep the last agreed row
+    _images: RowImages | None = field(default=None, init=False, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The source whose row this is (what ``table_map`` and the document's ``source`` name)."""
+        return self.origin or self.stream
+
+    @property
+    def position(self) -> tuple[str, int]:
+        return (self.txn_key, self.seq)
+
+    @property
+    def key(self) -> dict[str, Any]:
+        return json.loads(self.key_json)
+
+    def images(self) -> RowImages:
+        """The key, before and after images with the values the document holds (``event_value``),
+        taken from the row change while it is in memory, else read from the document once."""
+        if self._images is None:
+            change = self.change
+            if change is not None:
+                self._images = RowImages(event_row(change.key) or {}, event_row(change.before), event_row(change.after))
+            else:
+                doc = load_doc(self.doc)
+                self._images = RowImages(doc["key"], doc["before"], doc["after"])
+        return self._images
+
+
+@dataclass(frozen=True, slots=True)
+class RowImages:
+    """An event's row values as its JSON document holds them (numbers with a fraction as ``Decimal``)."""
+
+    key: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
 
 
 def make_event_id(source: str, position: str, seq: int) -> str:

@@ -52,6 +52,34 @@ def json_value(value: Any) -> Any:
     return json.loads(encode_value(value))
 
 
+def load_doc(text: str) -> dict[str, Any]:
+    """An event's JSON document, numbers with a fraction or exponent as exact ``Decimal``."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def event_value(value: Any) -> Any:
+    """A column value as an event's document holds it once read with ``Decimal`` for fractions:
+    exactly ``json.loads(encode_value(value), parse_float=Decimal)``, without the JSON text for
+    the common types."""
+    kind = type(value)
+    if kind in _JSON_ITSELF or (kind is int and -_SAFE_INT < value < _SAFE_INT):
+        return value
+    if kind is float and math.isfinite(value):
+        return Decimal(repr(value))
+    if kind is Decimal:
+        return str(value)
+    if kind is datetime or kind is date:
+        return value.isoformat()
+    return load_doc(encode_value(value))
+
+
+def event_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row image with each value as ``event_value`` gives it."""
+    if row is None:
+        return None
+    return {str(name): event_value(value) for name, value in row.items()}
+
+
 def dumps_row(row: dict[str, Any] | None) -> str:
     """The JSON object of a row image (or ``null``)."""
     if row is None:

@@ -15,8 +15,8 @@ from typing import Any
 from cdc import event_doc
 from cdc.conflicts.resolution import three_way_merge
 from cdc.errors import ReviewError
-from cdc.model import REVIEW_SOURCE, make_event_id
-from cdc.state.store import NewEvent, StateStore
+from cdc.model import REVIEW_SOURCE, Event, make_event_id
+from cdc.state.store import StateStore
 from cdc.values import dumps_row
 
 
@@ -91,7 +91,7 @@ def _store_resolution(
         writer=resolution["by"],
         conflicts=[record["id"]],
     )
-    event = NewEvent(
+    event = Event(
         REVIEW_SOURCE,
         txn_key,
         0,
@@ -102,7 +102,6 @@ def _store_resolution(
         dumps_row(key),
         now.isoformat(timespec="microseconds"),
         doc,
-        None,
         origin=last["source"],
     )
     with store.transaction():

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 
 from cdc import event_doc
 from cdc.config import SourceSettings
-from cdc.model import RowChange, backfill_source, make_event_id
+from cdc.model import Event, RowChange, backfill_source, make_event_id
 from cdc.progress import Progress
 from cdc.sources import make_snapshot_reader as make_reader
-from cdc.state.store import NewEvent, StateStore
+from cdc.state.store import StateStore
 from cdc.values import compact_json, dumps_row
 
 log = logging.getLogger("cdc.ops.backfill")
@@ -74,7 +74,7 @@ def backfill(
 
 def _event(
     store: StateStore, pseudo: str, source: str, txn_key: str, seq: int, change: RowChange, now: str, extra: str
-) -> NewEvent:
+) -> Event:
     key = dumps_row(change.key)
     event_id = make_event_id(pseudo, txn_key, seq)
     doc = event_doc.render(
@@ -92,11 +92,17 @@ def _event(
         changed=list(change.after or ()),
         extra=extra,
     )
-    native = None
-    if change.native_after is not None:
-        native = compact_json(
-            {"key": {k: change.native_after.get(k) for k in change.key}, "after": change.native_after}
-        )
-    return NewEvent(
-        pseudo, txn_key, seq, event_id, change.schema, change.table, "snapshot", key, now, doc, native, origin=source
+    return Event(
+        pseudo,
+        txn_key,
+        seq,
+        event_id,
+        change.schema,
+        change.table,
+        "snapshot",
+        key,
+        now,
+        doc,
+        change.native_form(),
+        origin=source,
     )

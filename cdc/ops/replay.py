@@ -15,7 +15,7 @@ from typing import Any
 
 from cdc.config import Settings, TargetSettings
 from cdc.errors import ReplayError
-from cdc.model import StoredEvent
+from cdc.model import Event
 from cdc.progress import Progress
 from cdc.state.store import StateStore
 from cdc.targets import TargetError, make_target
@@ -83,9 +83,9 @@ def replay(
     return result
 
 
-def _send(target: Any, events: list[StoredEvent], result: ReplayResult) -> None:
+def _send(target: Any, events: list[Event], result: ReplayResult) -> None:
     """Apply events source by source in log order; on a refusal, one by one to name each failure."""
-    run: list[StoredEvent] = []
+    run: list[Event] = []
     for event in events:
         if run and event.source != run[0].source:
             _apply(target, run, result)
@@ -95,7 +95,7 @@ def _send(target: Any, events: list[StoredEvent], result: ReplayResult) -> None:
         _apply(target, run, result)
 
 
-def _apply(target: Any, events: list[StoredEvent], result: ReplayResult) -> None:
+def _apply(target: Any, events: list[Event], result: ReplayResult) -> None:
     try:
         target.apply(events[0].source, events, record=False)
         result.sent += len(events)

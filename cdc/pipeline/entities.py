@@ -36,12 +36,13 @@ from cdc.conflicts.vectors import EntityRow, Side, differing_fields, observe, re
 from cdc.model import (
     REVIEW_SOURCE,
     SYNC_POSITION_TABLE,
+    Event,
     WriteBack,
     make_event_id,
     sync_source,
 )
 from cdc.pipeline.plan import Plan, entity_members
-from cdc.state.store import NOWHERE, NewEvent, Position, StateStore
+from cdc.state.store import NOWHERE, Position, StateStore
 from cdc.values import compact_json as _dump
 from cdc.values import dumps_row
 
@@ -213,7 +214,7 @@ class EntitySync:
         while True:
             events = self._store.events_after(REVIEW_SOURCE, after, upto, 1000)
             for event in events:
-                doc = json.loads(event.json)
+                doc = json.loads(event.doc)
                 entity = self.entity_of(doc["source"], doc["schema"], doc["table"])
                 if entity is not None:
                     self._reviewed(entity, doc)
@@ -308,9 +309,7 @@ class EntitySync:
             writer=cause.writer,
             extra=f',"cause":{_dump(cause.event_id)}{extra}',
         )
-        self._store.append(
-            [NewEvent(pseudo, txn_key, 0, event_id, schema, table, op, key, commit_ts, doc, None, origin=member)]
-        )
+        self._store.append([Event(pseudo, txn_key, 0, event_id, schema, table, op, key, commit_ts, doc, origin=member)])
 
     # -- echoes ------------------------------------------------------------------------
 
@@ -331,7 +330,7 @@ class EntitySync:
                 if (e.txn_key, e.seq) <= upto
             ]
             for event in events:
-                doc = json.loads(event.json)
+                doc = json.loads(event.doc)
                 if "entity" not in doc:
                     continue  # a single source's repaired row
                 cache_key = (doc["entity"], dumps_row(doc["key"]))

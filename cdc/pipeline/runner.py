@@ -10,6 +10,7 @@ restart or reconnection is dropped by position.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import queue
@@ -24,6 +25,7 @@ from cdc.config import Settings
 from cdc.metrics import Metrics
 from cdc.model import (
     REVIEW_SOURCE,
+    Event,
     Idle,
     RowChange,
     TxnBegin,
@@ -37,7 +39,7 @@ from cdc.pipeline.versioner import Versioner
 from cdc.sources.base import Source, SourceItem
 from cdc.state.store import NOWHERE, WHOLE_TRANSACTION, Position, StateStore
 from cdc.targets import Target
-from cdc.values import dumps_row, key_text
+from cdc.values import dumps_row
 
 log = logging.getLogger("cdc.pipeline")
 
@@ -45,6 +47,7 @@ QUEUE_BATCHES = 8  # batches of up to 1,000 changes waiting between a source and
 PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 2000  # events deleted per state store transaction
 PRUNE_BUDGET_SECONDS = 0.5
+RECENT_EVENTS = 10_000  # stored events kept in memory per source, for the targets that keep up
 
 
 @dataclass
@@ -62,6 +65,8 @@ class _SourceRun:
     idle_at: str | None = None
     drained: bool = False
     pending: list[tuple[int, RowChange]] = field(default_factory=list)
+    recent: list[Event] = field(default_factory=list)  # every stored event after recent_from, in order
+    recent_from: Position = NOWHERE
 
 
 class Pipeline:
@@ -106,6 +111,7 @@ class Pipeline:
         for name, run in self.runs.items():
             state = self.store.source_state(name)
             run.stored, run.complete_txn = state.stored, state.complete_txn
+            run.recent_from = state.stored  # what was stored before is in the event log only
             run.source.start(state.acked or state.complete_resume, drain)
             thread = threading.Thread(target=self._read, args=(run,), name=f"source-{name}", daemon=True)
             self._threads.append(thread)
@@ -154,7 +160,10 @@ class Pipeline:
                 raise payload
             if payload:
                 self._consume(self.runs[name], payload)
-            if time.monotonic() - last_checkpoint >= interval or (drain and self._all_drained()):
+            # a checkpoint at once when the sources have nothing more to give (low latency when
+            # quiet), at most every ``interval`` while they do (large batches when busy)
+            quiet = self._queue.empty() and any(run.to_ack is not None for run in self.runs.values())
+            if quiet or time.monotonic() - last_checkpoint >= interval or (drain and self._all_drained()):
                 self.checkpoint()
                 last_checkpoint = time.monotonic()
                 if last_checkpoint - last_prune >= PRUNE_EVERY_SECONDS:
@@ -202,6 +211,7 @@ class Pipeline:
         already_complete = txn.txn_key <= run.complete_txn
         note_write_back = run.write_back is not None and not run.write_back_noted and not already_complete
         if run.pending or (commit and not already_complete) or note_write_back:
+            stored: list[Event] = []
             with self.store.transaction():
                 if note_write_back:
                     assert run.write_back is not None  # note_write_back says so
@@ -209,7 +219,9 @@ class Pipeline:
                     run.write_back_noted = True
                 echo = run.write_back is not None
                 for seq, change in run.pending:  # one by one: each is the history of the next
-                    self.store.append([run.versioner.version(txn, seq, change, echo)])
+                    event = run.versioner.version(txn, seq, change, echo)
+                    self.store.append([event])
+                    stored.append(event)
                 if run.pending:
                     self.store.set_stored(name, txn.txn_key, run.pending[-1][0])
                 if commit and not already_complete:
@@ -219,6 +231,7 @@ class Pipeline:
             self.metrics.lag_seconds.labels(name).set(max(0.0, time.time() - txn.commit_ts.timestamp()))
             if run.pending:
                 run.stored = max(run.stored, (txn.txn_key, run.pending[-1][0]))
+            _remember(run, stored)
             run.pending.clear()
         if commit:
             run.complete_txn = max(run.complete_txn, txn.txn_key)
@@ -232,11 +245,13 @@ class Pipeline:
     def checkpoint(self) -> None:
         """Apply what is wholly stored to every target, make targets durable, acknowledge sources."""
         held = self.store.held_keys()
-        upto = {name: run.complete_txn for name, run in self.runs.items()}
-        upto[REVIEW_SOURCE] = self.store.last_txn(REVIEW_SOURCE)  # rows resolved by hand
-        for name, complete_txn in upto.items():
+        applied: dict[tuple[str, str], Position] = {}
+        for name, run in self.runs.items():
             for target in self.targets:
-                self._apply(target, name, complete_txn, held)
+                self._apply(target, name, run.complete_txn, held, applied, run=run)
+        review = self.store.last_txn(REVIEW_SOURCE)  # rows resolved by hand
+        for target in self.targets if review else ():
+            self._apply(target, REVIEW_SOURCE, review, held, applied)
         for name in self.runs:  # rows re-read by 'cdc backfill', after what the stream gave
             pseudo = backfill_source(name)
             last = self.store.last_txn(pseudo)
@@ -245,25 +260,50 @@ class Pipeline:
                 def stale(doc: dict[str, Any], target: str = target.name) -> bool:
                     return backfill_stale(self.store, doc, target)
 
-                self._apply(target, pseudo, last, held, skip=stale)
+                self._apply(target, pseudo, last, held, applied, skip=stale)
         if self.sync_targets:
             with self.store.transaction():
                 self.sync.take_reviews()
         for member, target in self.sync_targets.items():
             pseudo = sync_source(member)
             self._apply(
-                target, pseudo, self.store.last_txn(pseudo), {}, skip=lambda doc: self.sync.not_to_write(doc, held)
+                target,
+                pseudo,
+                self.store.last_txn(pseudo),
+                {},
+                applied,
+                skip=lambda doc: self.sync.not_to_write(doc, held),
             )
         for target in self._all_targets():
             target.checkpoint()
         self.metrics.checkpointed()
+        acknowledged: list[tuple[str, str]] = []
         for name, run in self.runs.items():
             position = run.idle_at or run.to_ack
             if position is not None and position != run.acked:
                 run.source.acknowledge(position)
-                self.store.set_acked(name, position)
+                acknowledged.append((name, position))
                 run.acked = position
             run.to_ack = None
+            self._forget_applied(run)
+        if applied or acknowledged:
+            with self.store.transaction():
+                for (target_name, source), target_position in applied.items():
+                    self.store.record_target_position(target_name, source, target_position)
+                for name, position in acknowledged:
+                    self.store.set_acked(name, position)
+
+    def _forget_applied(self, run: _SourceRun) -> None:
+        """Drop from memory the events every target holds."""
+        name = run.source.name
+        floor = min(
+            (target.position(name) or NOWHERE for target in self.targets),
+            default=(run.complete_txn, WHOLE_TRANSACTION),
+        )
+        applied = bisect.bisect_right(run.recent, floor, key=_position)
+        if applied:
+            run.recent_from = max(run.recent_from, run.recent[applied - 1].position)
+            del run.recent[:applied]
 
     def _count(self, source: str, pending: list[tuple[int, RowChange]]) -> None:
         counts = Counter((change.schema, change.table, change.op) for _, change in pending)
@@ -300,30 +340,57 @@ class Pipeline:
         source: str,
         upto_txn: str,
         held: dict[tuple[str, str, str, str], Position],
+        applied: dict[tuple[str, str], Position],
         skip: Callable[[dict], bool] | None = None,
+        run: _SourceRun | None = None,
     ) -> None:
+        """Apply to ``target`` the events of ``source`` after its position up to ``upto_txn``:
+        from memory (``run``'s recent events) once the target holds what came before them,
+        else from the event log."""
         position = target.position(source) or NOWHERE
         if not upto_txn or position[0] > upto_txn:
             return
         limit = target.batch_size
         while True:
-            events = self.store.events_after(source, position, upto_txn, limit)
+            if run is not None and position >= run.recent_from:
+                events = _recent_after(run.recent, position, upto_txn, limit)
+            else:
+                events = self.store.events_after(source, position, upto_txn, limit)
             if not events:
                 break
-            if held:
-                for event in events:
-                    since = held.get((event.source, event.schema, event.table, key_text(event.key)))
-                    event.held = since is not None and (event.txn_key, event.seq) >= since
-            if skip is not None:
-                for event in events:
-                    event.held = event.held or skip(json.loads(event.json))
+            for event in events:
+                since = held.get((event.source, event.schema, event.table, event.key_json)) if held else None
+                event.held = since is not None and event.position >= since
+                if skip is not None and not event.held:
+                    event.held = skip(json.loads(event.doc))
             started = time.perf_counter()
             target.apply(source, events)
             self.metrics.apply_seconds.labels(target.name).observe(time.perf_counter() - started)
-            position = (events[-1].txn_key, events[-1].seq)
-            self.store.record_target_position(target.name, source, position)
+            position = events[-1].position
+            applied[(target.name, source)] = position
             if len(events) < limit:
                 break
+
+
+def _position(event: Event) -> Position:
+    return (event.txn_key, event.seq)
+
+
+def _remember(run: _SourceRun, stored: list[Event]) -> None:
+    """Keep the events just stored in memory for the targets, at most ``RECENT_EVENTS`` of them
+    (the older ones are then read back from the event log by a target that is behind)."""
+    run.recent.extend(stored)
+    excess = len(run.recent) - RECENT_EVENTS
+    if excess > 0:
+        run.recent_from = run.recent[excess - 1].position
+        del run.recent[:excess]
+
+
+def _recent_after(recent: list[Event], after: Position, upto_txn: str, limit: int) -> list[Event]:
+    """The events in ``recent`` after position ``after`` in transactions up to ``upto_txn``."""
+    start = bisect.bisect_right(recent, after, key=_position)
+    end = bisect.bisect_right(recent, (upto_txn, WHOLE_TRANSACTION), key=_position)
+    return recent[start : min(end, start + limit)]
 
 
 def backfill_stale(store: StateStore, doc: dict[str, Any], target: str) -> bool:

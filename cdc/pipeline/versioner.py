@@ -14,6 +14,7 @@ from cdc.conflicts.detector import Detector
 from cdc.conflicts.model import Change, Conflict
 from cdc.conflicts.resolution import merged_row
 from cdc.model import (
+    Event,
     RowChange,
     TxnBegin,
     add_conflict_ids,
@@ -22,7 +23,7 @@ from cdc.model import (
 )
 from cdc.pipeline.entities import EntitySync
 from cdc.pipeline.plan import Plan
-from cdc.state.store import NewEvent, StateStore
+from cdc.state.store import StateStore
 from cdc.values import compact_json as _dump
 from cdc.values import dumps_row, encode_value, json_value
 
@@ -47,7 +48,7 @@ class Versioner:
         self._detector = self._recorder if settings.conflicts.detect else None
         self._sync = sync or EntitySync(settings, store)
 
-    def version(self, txn: TxnBegin, seq: int, change: RowChange, echo: bool = False) -> NewEvent:
+    def version(self, txn: TxnBegin, seq: int, change: RowChange, echo: bool = False) -> Event:
         """The event for a change, its row's version counted in the state store; an ``echo`` (a row
         cdc itself wrote into this source) is stored, but never taken for a new change."""
         key_json = dumps_row(change.key)
@@ -134,10 +135,7 @@ class Versioner:
             ids = self._observe_entity(entity, seen, change, position)
         if ids:
             doc = add_conflict_ids(doc, ids)
-        native = None
-        if change.native_after is not None or change.native_before is not None:
-            native = _dump({"key": _native_key(change), "after": change.native_after})
-        return NewEvent(
+        return Event(
             self._source,
             txn.txn_key,
             seq,
@@ -148,7 +146,8 @@ class Versioner:
             key_json,
             commit_ts,
             doc,
-            native,
+            change.native_form(),
+            change=change,
         )
 
     def _row_gone(self, change: RowChange, old_key: str) -> None:
@@ -189,14 +188,6 @@ def _changed(change: RowChange) -> list[str]:
     if change.native_before is not None and change.native_after is not None:
         return changed_columns(change.native_before, change.native_after)
     return changed_columns(change.before, change.after)
-
-
-def _native_key(change: RowChange) -> dict[str, str | None] | None:
-    """The key in the source's text form, from the before image (the row as it was)."""
-    image = change.native_before if change.native_before is not None else change.native_after
-    if image is None:
-        return None
-    return {column: image.get(column) for column in change.key}
 
 
 def _old_key(change: RowChange) -> dict | None:

@@ -11,8 +11,6 @@ import sqlite3
 import time
 from typing import Any, cast
 
-from cdc.model import add_conflict_ids
-
 Position = tuple[str, int]
 _LOOKUP_CHUNK = 500  # natural key values per holders query (well within SQLite's limit on parameters)
 
@@ -77,14 +75,6 @@ class ConflictRecords:
     def drop_natural_keys(self, source: str, schema: str, table: str, key: str) -> None:
         """The row holds no natural key any more."""
         self.write_natural_keys(source, [(schema, table, key)], [])
-
-    def add_event_conflicts(self, event_id: str, conflict_ids: list[str]) -> None:
-        """The stored event also raised ``conflict_ids`` (found when its transaction was settled)."""
-        row = self._db.execute("SELECT doc FROM events WHERE event_id = ?", (event_id,)).fetchone()
-        if row is not None:
-            self._db.execute(
-                "UPDATE events SET doc = ? WHERE event_id = ?", (add_conflict_ids(row[0], conflict_ids), event_id)
-            )
 
     def add_conflict(self, conflict_id: str, source: str, conflict, status: str, resolution: dict | None) -> None:
         events = [

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from cdc.model import StoredEvent
+from cdc.model import Event
 
 
 class EventQueries:
@@ -45,17 +45,16 @@ class EventQueries:
         key: dict[str, str] | None = None,
         since: str | None = None,
         until: str | None = None,
-    ) -> list[StoredEvent]:
+    ) -> list[Event]:
         """Events matching the filters after ``after_log_id``, in log order, that a target can be
         sent again (rows cdc wrote into sources are left out)."""
         where, params = _event_filters(source, table, key, since, until)
         rows = self._db.execute(
-            "SELECT log_id, coalesce(origin, source), txn_key, seq, event_id, schema_name, table_name, op, key,"
-            f" doc, native FROM events WHERE {where} AND log_id > ? AND source NOT LIKE 'sync:%'"
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} AND log_id > ? AND source NOT LIKE 'sync:%'"
             " ORDER BY log_id LIMIT ?",
             [*params, after_log_id, limit],
         ).fetchall()
-        return [stored_event(row) for row in rows]
+        return [logged_event(row) for row in rows]
 
     def count_replayable(
         self,
@@ -138,20 +137,28 @@ def _event_filters(
     return " AND ".join(clauses), params
 
 
-def stored_event(row: tuple) -> StoredEvent:
-    native = json.loads(row[10]) if row[10] else None
-    return StoredEvent(
-        log_id=row[0],
-        source=row[1],
-        txn_key=row[2],
-        seq=row[3],
-        event_id=row[4],
-        schema=row[5],
-        table=row[6],
-        op=row[7],
-        key=json.loads(row[8]),
-        json=row[9],
-        native=native,
+EVENT_COLUMNS = (
+    "source, txn_key, seq, event_id, schema_name, table_name, op, key, commit_ts, doc, native, origin, log_id"
+)
+
+
+def logged_event(row: tuple) -> Event:
+    """An event read back from the log (its columns as ``EVENT_COLUMNS`` lists them)."""
+    stream, txn_key, seq, event_id, schema, table, op, key, commit_ts, doc, native, origin, log_id = row
+    return Event(
+        stream,
+        txn_key,
+        seq,
+        event_id,
+        schema,
+        table,
+        op,
+        key,
+        commit_ts,
+        doc,
+        json.loads(native) if native else None,
+        origin=origin,
+        log_id=log_id,
     )
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import TracebackType
 
 from cdc.errors import StateStoreError
-from cdc.model import StoredEvent
+from cdc.model import Event, add_conflict_ids
 from cdc.state.conflict_records import ConflictRecords
-from cdc.state.event_queries import EventQueries
-from cdc.state.event_queries import stored_event as _stored_event
+from cdc.state.event_queries import EVENT_COLUMNS, EventQueries, logged_event
 from cdc.state.schema import SCHEMA as _SCHEMA
 from cdc.state.schema import SCHEMA_VERSION
+from cdc.values import compact_json
 
 Position = tuple[str, int]
 WHOLE_TRANSACTION = 2**31 - 1  # the seq that stands for "every change of the transaction"
@@ -40,24 +40,6 @@ class SourceState:
     acked_at: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """What the versioner hands to ``StateStore.append``."""
-
-    source: str
-    txn_key: str
-    seq: int
-    event_id: str
-    schema: str
-    table: str
-    op: str
-    key: str
-    commit_ts: str
-    doc: str
-    native: str | None
-    origin: str | None = None
-
-
 class StateStore(ConflictRecords, EventQueries):
     """The SQLite state store of one daemon."""
 
@@ -65,6 +47,7 @@ class StateStore(ConflictRecords, EventQueries):
         self.path = Path(state_dir) / "state.db"
         self.transaction_serial = 0  # counts write transactions: which one is (or was last) open
         self._before_commit: list[Callable[[], None]] = []
+        self._appended: dict[str, Event] = {}  # the events of the open transaction, by event id
         try:
             if readonly:
                 if not self.path.exists():
@@ -217,7 +200,7 @@ class StateStore(ConflictRecords, EventQueries):
             (source, schema, table),
         )
 
-    def append(self, events: list[NewEvent]) -> None:
+    def append(self, events: list[Event]) -> None:
         """Store events (inside ``transaction()``)."""
         now = time.time()
         self._db.executemany(
@@ -225,23 +208,39 @@ class StateStore(ConflictRecords, EventQueries):
             " commit_ts, recorded_at, doc, native, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
-                    e.source,
+                    e.stream,
                     e.txn_key,
                     e.seq,
                     e.event_id,
                     e.schema,
                     e.table,
                     e.op,
-                    e.key,
+                    e.key_json,
                     e.commit_ts,
                     now,
                     e.doc,
-                    e.native,
+                    None if e.native is None else compact_json(e.native),
                     e.origin,
                 )
                 for e in events
             ],
         )
+        for event in events:
+            self._appended[event.event_id] = event
+
+    def add_event_conflicts(self, event_id: str, conflict_ids: list[str]) -> None:
+        """The stored event also raised ``conflict_ids`` (found when its transaction was settled):
+        its document in the log, and the event itself if it is of the open transaction."""
+        event = self._appended.get(event_id)
+        if event is not None:
+            event.doc = add_conflict_ids(event.doc, conflict_ids)
+            self._db.execute("UPDATE events SET doc = ? WHERE event_id = ?", (event.doc, event_id))
+            return
+        row = self._db.execute("SELECT doc FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        if row is not None:
+            self._db.execute(
+                "UPDATE events SET doc = ? WHERE event_id = ?", (add_conflict_ids(row[0], conflict_ids), event_id)
+            )
 
     # -- the rules' history, and the transactions' bookkeeping -------------------------
 
@@ -311,16 +310,15 @@ class StateStore(ConflictRecords, EventQueries):
 
     # -- reading events ------------------------------------------------------------
 
-    def events_after(self, source: str, after: Position, upto_txn: str, limit: int) -> list[StoredEvent]:
+    def events_after(self, source: str, after: Position, upto_txn: str, limit: int) -> list[Event]:
         """Events of ``source`` after position ``after`` in transactions up to ``upto_txn``."""
         txn_key, seq = after
         rows = self._db.execute(
-            "SELECT log_id, coalesce(origin, source), txn_key, seq, event_id, schema_name, table_name, op, key,"
-            " doc, native FROM events WHERE source = ?1 AND (txn_key > ?2 OR (txn_key = ?2 AND seq > ?3))"
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE source = ?1 AND (txn_key > ?2 OR (txn_key = ?2 AND seq > ?3))"
             " AND txn_key <= ?4 ORDER BY txn_key, seq LIMIT ?5",
             (source, txn_key, seq, upto_txn, limit),
         ).fetchall()
-        return [_stored_event(row) for row in rows]
+        return [logged_event(row) for row in rows]
 
     def position_of(self, event_id: str) -> tuple[str, Position] | None:
         row = self._db.execute("SELECT source, txn_key, seq FROM events WHERE event_id = ?", (event_id,)).fetchone()
@@ -349,6 +347,7 @@ class _Transaction:
         self._store._db.execute("BEGIN IMMEDIATE")
         self._store.transaction_serial += 1
         self._store._before_commit = []
+        self._store._appended = {}
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -362,4 +361,6 @@ class _Transaction:
         except BaseException:
             store._db.execute("ROLLBACK")
             raise
+        finally:
+            store._appended = {}
         store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

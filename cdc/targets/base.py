@@ -11,7 +11,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, Protocol
 
 from cdc.config import TargetSettings
-from cdc.model import StoredEvent
+from cdc.model import Event
 from cdc.state.store import Position
 
 
@@ -23,7 +23,7 @@ class Target(Protocol):
 
     def position(self, source: str) -> Position | None: ...
 
-    def apply(self, source: str, events: list[StoredEvent]) -> None: ...
+    def apply(self, source: str, events: list[Event]) -> None: ...
 
     def checkpoint(self) -> None: ...
 

@@ -44,15 +44,22 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cdc.errors import ConversionError
+from cdc.model import Event
+from cdc.values import load_doc as load_doc
 
 Converter = Callable[[Any], Any]
 
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def load_doc(text: str) -> dict[str, Any]:
-    """An event's JSON document, numbers with a fraction or exponent as exact ``Decimal``."""
-    return json.loads(text, parse_float=Decimal)
+def old_key_and_after(event: Event) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The key of the row as it was (an update may change it) and the row to write, in the
+    document's values."""
+    images = event.images()
+    key, before = images.key, images.before
+    if before is not None and all(name in before for name in key):
+        key = {name: before[name] for name in key}
+    return key, images.after
 
 
 def dump_json(value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from cdc.config import TargetSettings
 from cdc.errors import TargetError
-from cdc.model import StoredEvent
+from cdc.model import Event
 from cdc.problems import Problem
 from cdc.state.store import Position, StateStore
 
@@ -67,11 +67,11 @@ class JsonlTarget:
     def position(self, source: str) -> Position | None:
         return self._positions.get(source)
 
-    def apply(self, source: str, events: list[StoredEvent]) -> None:
+    def apply(self, source: str, events: list[Event]) -> None:
         if not events:
             return
         assert self._file is not None
-        self._file.write(b"".join(event.json.encode("utf-8") + b"\n" for event in events))
+        self._file.write(b"".join(event.doc.encode("utf-8") + b"\n" for event in events))
         self._positions[source] = (events[-1].txn_key, events[-1].seq)
 
     def checkpoint(self) -> None:

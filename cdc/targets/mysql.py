@@ -26,7 +26,7 @@ import pymysql
 from cdc.config import TargetSettings
 from cdc.dsn import mysql_params, redact_dsn
 from cdc.errors import TargetError
-from cdc.model import StoredEvent
+from cdc.model import Event
 from cdc.problems import Problem
 from cdc.targets.base import DatabaseTarget, consecutive_runs
 from cdc.targets.convert import (
@@ -34,8 +34,8 @@ from cdc.targets.convert import (
     Converter,
     column_converter,
     convert_row,
-    load_doc,
     mysql_family,
+    old_key_and_after,
 )
 
 _SESSION = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
@@ -109,7 +109,7 @@ class MysqlTarget(DatabaseTarget):
 
     # -- applying ------------------------------------------------------------------
 
-    def apply(self, source: str, events: list[StoredEvent], record: bool = True) -> None:
+    def apply(self, source: str, events: list[Event], record: bool = True) -> None:
         """Write the events' rows, and (``record``) the last one's position, in one transaction;
         a replay (``record=False``) leaves the stream's position alone."""
         if not events:
@@ -147,18 +147,14 @@ class MysqlTarget(DatabaseTarget):
         except pymysql.MySQLError:
             self.close()  # the connection is gone; the daemon opens a new target
 
-    def _actions(self, event: StoredEvent) -> list[tuple[str, tuple[Any, ...]]]:
+    def _actions(self, event: Event) -> list[tuple[str, tuple[Any, ...]]]:
         if event.held:
             return []
         table = self._table(event.source, event.schema, event.table)
         if event.op == "truncate":
             return [(f"DELETE FROM {table.quoted}", ())]
-        doc = load_doc(event.json)
-        before, after = doc["before"], doc["after"]
-        key_names = list(doc["key"])
-        old_key = doc["key"]
-        if before is not None and all(name in before for name in key_names):
-            old_key = {name: before[name] for name in key_names}  # the row as it was (a key may change)
+        old_key, after = old_key_and_after(event)
+        key_names = list(old_key)
         new_key = {name: after[name] for name in key_names} if after is not None else None
         actions = []
         try:
@@ -172,7 +168,7 @@ class MysqlTarget(DatabaseTarget):
             ) from None
         return actions
 
-    def _delete(self, table: _Table, event: StoredEvent, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    def _delete(self, table: _Table, event: Event, key: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
         names = tuple(key)
         columns = [self._column(table, event, name) for name in names]
         cache_key = ("delete", table.quoted, names)
@@ -184,7 +180,7 @@ class MysqlTarget(DatabaseTarget):
         return statement, tuple(values.values())
 
     def _upsert(
-        self, table: _Table, event: StoredEvent, key_names: list[str], after: dict[str, Any]
+        self, table: _Table, event: Event, key_names: list[str], after: dict[str, Any]
     ) -> tuple[str, tuple[Any, ...]]:
         names = tuple(after)
         columns = [self._column(table, event, name) for name in names]
@@ -246,7 +242,7 @@ class MysqlTarget(DatabaseTarget):
         # MySQL column names are case-insensitive.
         return {name.casefold(): (name, family) for name, family in columns.items()}
 
-    def _column(self, table: _Table, event: StoredEvent, name: str) -> tuple[str, Converter]:
+    def _column(self, table: _Table, event: Event, name: str) -> tuple[str, Converter]:
         found = table.resolved.get(name)
         if found is None:
             target_name = table.column_map.get(name, name)

@@ -23,7 +23,7 @@ from cdc.config import TargetSettings
 from cdc.dsn import connect_kwargs, redact_dsn
 from cdc.errors import DsnError, TargetError
 from cdc.logs import one_line
-from cdc.model import SYNC_MESSAGE_PREFIX, StoredEvent, WriteBack
+from cdc.model import SYNC_MESSAGE_PREFIX, Event, WriteBack
 from cdc.problems import Problem
 from cdc.targets.base import DatabaseTarget, consecutive_runs
 from cdc.targets.convert import (
@@ -31,7 +31,7 @@ from cdc.targets.convert import (
     Converter,
     column_converter,
     convert_row,
-    load_doc,
+    old_key_and_after,
     postgres_family,
 )
 
@@ -87,7 +87,7 @@ class PostgresTarget(DatabaseTarget):
 
     # -- applying ------------------------------------------------------------------
 
-    def apply(self, source: str, events: list[StoredEvent], record: bool = True) -> None:
+    def apply(self, source: str, events: list[Event], record: bool = True) -> None:
         """Write the events' rows, and (``record``) the last one's position, in one transaction;
         a replay (``record=False``) leaves the stream's position alone."""
         if not events:
@@ -120,7 +120,7 @@ class PostgresTarget(DatabaseTarget):
             raise TargetError(f"target {self.name}: {exc}", fatal=True) from None
         self._positions[source] = (last.txn_key, last.seq)
 
-    def _actions(self, event: StoredEvent) -> list[_Action]:
+    def _actions(self, event: Event) -> list[_Action]:
         if event.held:
             return []
         table, columns = self._table(event.source, event.schema, event.table)
@@ -176,7 +176,7 @@ class PostgresTarget(DatabaseTarget):
         return _Action(statement, tuple(after.values()))
 
     def _images(
-        self, event: StoredEvent, table: str, columns: dict[str, str]
+        self, event: Event, table: str, columns: dict[str, str]
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The key (of the row as it was) and the after image to write.
 
@@ -185,11 +185,7 @@ class PostgresTarget(DatabaseTarget):
         """
         if event.native is not None and event.native.get("key") is not None:
             return event.native["key"], event.native["after"]
-        doc = load_doc(event.json)
-        before, after = doc["before"], doc["after"]
-        key = doc["key"]
-        if before is not None and all(name in before for name in key):
-            key = {name: before[name] for name in key}  # the key may change in an update
+        key, after = old_key_and_after(event)
         converters = self._column_converters(table)
         by_source = {name: converters.get(columns.get(name, name), _TEXT) for name in [*key, *(after or ())]}
         try:

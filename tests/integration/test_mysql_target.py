@@ -14,7 +14,7 @@ import pymysql
 import pytest
 
 from cdc.config import TargetSettings
-from cdc.model import StoredEvent
+from cdc.model import Event
 from cdc.targets import TargetError
 from cdc.targets.mysql import MysqlTarget
 from cdc.targets.postgres import PostgresTarget
@@ -26,14 +26,14 @@ _dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Events:
-    """StoredEvents built the way the versioner builds them (no native form: a MySQL source)."""
+    """Events read back from the event log, built the way the versioner builds them (no native form: a MySQL source)."""
 
     def __init__(self, source: str, schema: str) -> None:
         self.source, self.schema = source, schema
         self.txn = 0
         self.log_id = 0
 
-    def txn_events(self, *changes: tuple[str, str, dict, dict | None, dict | None]) -> list[StoredEvent]:
+    def txn_events(self, *changes: tuple[str, str, dict, dict | None, dict | None]) -> list[Event]:
         """One transaction of (table, op, key, before, after) changes."""
         self.txn += 1
         txn_key = f"{self.txn:016d}"
@@ -51,8 +51,7 @@ class Events:
                 f'"writer":null,"conflicts":[]}}'
             )
             events.append(
-                StoredEvent(
-                    self.log_id,
+                Event(
                     self.source,
                     txn_key,
                     seq,
@@ -60,9 +59,10 @@ class Events:
                     self.schema,
                     table,
                     op,
-                    json.loads(key_json),
+                    key_json,
+                    "2026-11-22T10:00:00.000000+00:00",
                     doc,
-                    None,
+                    log_id=self.log_id,
                 )
             )
         return events

@@ -149,7 +149,7 @@ def test_without_detection_an_entity_change_equals_the_one_read_from_its_documen
             event = versioner.version(txn, 0, change)
             store.append([event])
         built = sync.seen[-1]
-        parsed = change_from_doc(json.loads(event.doc), event.key)
+        parsed = change_from_doc(json.loads(event.doc), event.key_json)
         assert built == parsed
         for name in Change.__slots__:
             if not name.startswith("_") and name not in ("before_text", "after_text"):

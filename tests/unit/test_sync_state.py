@@ -50,7 +50,7 @@ def test_a_repair_is_dropped_when_the_row_changed_again_before_it_was_written(tm
         version = store.next_version("crm", "public", "customers", key, cause.event_id, live=True)
         sync.repair("crm", key, {"id": 1, "phone": "1"}, cause, version)
     [event] = store.events_after(sync_source("crm"), ("", -1), "~", 10)
-    doc = json.loads(event.json)
+    doc = json.loads(event.doc)
     assert doc["after"] == {"id": 1, "phone": "1"} and not sync.not_to_write(doc, {})
     with store.transaction():
         store.next_version("crm", "public", "customers", key, "crm:0/2:0", live=True)
@@ -150,7 +150,7 @@ def test_pruning_keeps_the_events_that_natural_keys_point_to(tmp_path):
             ]
             store.append(events)
         for event in events:
-            ids[(n, json.loads(event.key)["id"])] = event.event_id
+            ids[(n, event.key["id"])] = event.event_id
         return [json.loads(store.event_doc(event.event_id)) for event in events]  # as stored when committed
 
     one, two = {"id": 1, "email": "a@x", "phone": "1"}, {"id": 2, "email": "b@x", "phone": "1"}
