@@ -3,18 +3,24 @@
 Both benchmarks work the same way: for each of ``--rounds`` rounds they set up fresh databases,
 write a cdc config, write a workload and then time several readers of the same change stream,
 one of which is always ``cdc run --drain`` as a subprocess; the summary uses the median time of
-each reader and is printed as a text table or, with ``--json``, as JSON. This module holds what
-does not depend on the source database:
+each reader and is printed as a text table or, with ``--json``, as JSON. (Their ``--latency``
+mode lives in ``scripts/bench_latency.py``, their ``--detection`` mode's shared parts in
+``scripts/bench_detection.py``.) This module holds what does not depend on the source database:
 
-* ``BenchError`` and ``Measurement`` (one reader's time for one round);
-* writing a cdc config (``write_cdc_config``, optionally with ``[[tables]]`` rules and a
-  ``[conflicts]`` section) and running ``cdc`` subprocesses with it (``run_cdc``,
-  ``require_success``, ``measure_cdc``);
-* checking that the target holds the source's rows (``check_copy``);
+* ``BenchError`` and ``Measurement`` (one reader's time for one round, with optional ``detail``
+  figures such as the native subscription's confirmation time);
+* the workload names (``WORKLOADS``: ``bench``, the default, N inserts then N updates of a
+  narrow table; ``customers``, N inserts of a wider CRM-like row) and ``workload_events``;
+* writing a cdc config (``write_cdc_config``, optionally with ``[[tables]]`` rules, a
+  ``[conflicts]`` and an ``[http]`` section) and running ``cdc`` subprocesses with it
+  (``cdc_env``, ``run_cdc``, ``require_success``, ``measure_cdc``);
+* checking that the target holds the source's rows (``check_copy``; ``row_digest`` and
+  ``fetch_batches`` for a checksum computed client-side);
 * timing the readers of a round in alternating order with progress on stderr (``measure_readers``);
 * the summary, the text report's table and the command line (``summarize``, ``print_table``,
-  ``parse_args``, ``run_main``); given the number of events (changes) a workload holds, the
-  progress lines, summary and table also give events/s and µs per event (``per_event``).
+  ``parse_args``, ``run_main``); given the number of events (changes: an inserted or updated
+  row each) a workload holds, the progress lines, summary and table give events/s and µs per
+  event (``per_event``) instead of rows/s.
 
 The benchmark scripts import it as ``benchlib``; they put ``scripts/`` on ``sys.path`` first.
 """
@@ -22,6 +28,7 @@ The benchmark scripts import it as ``benchlib``; they put ``scripts/`` on ``sys.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -29,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +52,29 @@ class Measurement:
     reader: str
     rows: int
     seconds: float
+    detail: dict[str, float] = field(default_factory=dict)  # further seconds, e.g. "confirmed_seconds"
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+# -- workloads ----------------------------------------------------------------------------
+
+# bench: --rows inserts, then an update of every row (2 x --rows events); customers: --rows inserts
+WORKLOADS = ("bench", "customers")
+
+
+def workload_events(workload: str, rows: int) -> int:
+    """The changes (events) a workload of ``rows`` rows writes."""
+    return 2 * rows if workload == "bench" else rows
+
+
+def workload_heading(workload: str, rows: int) -> str:
+    """The report's words for the workload."""
+    if workload == "bench":
+        return f"table bench: {rows:,} inserts then {rows:,} updates ({2 * rows:,} events)"
+    return f"table customers: {rows:,} inserted rows"
 
 
 # -- cdc config and subprocesses ----------------------------------------------------------
@@ -72,9 +98,10 @@ def write_cdc_config(
     target: dict[str, Any],
     tables: list[dict[str, Any]] | None = None,
     conflicts: dict[str, Any] | None = None,
+    http: dict[str, Any] | None = None,
 ) -> None:
     """Write a cdc config with one source and one target (their keys in the given order), log level warning;
-    and, when given, a ``[[tables]]`` entry for each of ``tables`` and a ``[conflicts]`` section."""
+    and, when given, a ``[[tables]]`` entry for each of ``tables``, a ``[conflicts]`` and an ``[http]`` section."""
 
     def table(fields: dict[str, Any]) -> str:
         return "".join(f"{key} = {toml_value(value)}\n" for key, value in fields.items())
@@ -85,6 +112,7 @@ def write_cdc_config(
         f"[[targets]]\n{table(target)}\n"
         + "".join(f"[[tables]]\n{table(entry)}\n" for entry in tables or ())
         + (f"[conflicts]\n{table(conflicts)}\n" if conflicts is not None else "")
+        + (f"[http]\n{table(http)}\n" if http is not None else "")
         + '[log]\nlevel = "warning"\n',
         encoding="utf-8",
     )
@@ -129,15 +157,31 @@ def measure_cdc(
     return Measurement(reader, rows, seconds)
 
 
-def check_copy(rows: int, source: tuple[int, str], target: tuple[int, str]) -> None:
-    """Fail unless the source holds ``rows`` rows and the target the same (count, checksum)."""
+def check_copy(rows: int, source: tuple[int, str], target: tuple[int, str], who: str = "cdc") -> None:
+    """Fail unless the source holds ``rows`` rows and the target the same (count, checksum);
+    ``who`` filled the target."""
     (source_count, source_sum), (target_count, target_sum) = source, target
     if source_count != rows:
         raise BenchError(f"the source holds {source_count} rows, expected {rows}")
     if target_count != source_count:
-        raise BenchError(f"cdc left {target_count} rows in the target, the source holds {source_count}")
+        raise BenchError(f"{who} left {target_count} rows in the target, the source holds {source_count}")
     if target_sum != source_sum:
-        raise BenchError("the target's rows differ from the source's (same count, different checksum)")
+        raise BenchError(f"{who} left rows in the target that differ from the source's (same count, other checksum)")
+
+
+def row_digest(rows) -> tuple[int, str]:
+    """Count and md5 of rows, each written as tab-separated values (NULL as \\N)."""
+    digest, count = hashlib.md5(), 0
+    for row in rows:
+        count += 1
+        digest.update(("\t".join("\\N" if v is None else str(v) for v in row) + "\n").encode("utf-8"))
+    return count, digest.hexdigest()
+
+
+def fetch_batches(cur, size: int = 5000):
+    """Every row of a (server-side) cursor, fetched ``size`` at a time."""
+    while chunk := cur.fetchmany(size):
+        yield from chunk
 
 
 # -- rounds -------------------------------------------------------------------------------
@@ -227,6 +271,9 @@ def summarize(
     for reader in readers:
         seconds = statistics.median(results[reader].seconds for results in rounds)
         summary[reader] = {"seconds": seconds, "rows_per_second": rows / seconds, **rates(seconds)}
+        detail = {key: statistics.median(r[reader].detail[key] for r in rounds) for key in rounds[0][reader].detail}
+        if detail:
+            summary[reader]["detail"] = detail
     return summary
 
 
@@ -260,9 +307,15 @@ def print_table(summary: dict, servers: str, labels: dict[str, str], workload: s
 def parse_args(
     argv: list[str] | None, doc: str, fresh: str, options: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> argparse.Namespace:
-    """The benchmarks' common options, and any a benchmark adds with ``options(parser)``;
-    ``fresh`` says what each round gets afresh."""
+    """The benchmarks' common options (workload, rounds, ``--latency`` and its rate), and any a
+    benchmark adds with ``options(parser)``; ``fresh`` says what each round gets afresh."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        help="the throughput mode's workload: bench (default), --rows inserts into bench (id, a, b, c)"
+        " then an update of every row; customers, --rows inserts of a CRM-like row",
+    )
     parser.add_argument("--rows", type=int, default=100_000, help="rows to insert (default 100000)")
     parser.add_argument("--batch", type=int, default=1_000, help="rows per source transaction (default 1000)")
     parser.add_argument(
@@ -270,11 +323,27 @@ def parse_args(
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds each reader may take (default 600)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="instead of throughput, time commit-to-target latency of single-row transactions"
+        " while 'cdc run' streams (--rate, --seconds; --rows and --batch do not apply)",
+    )
+    parser.add_argument("--rate", type=float, default=500, help="--latency: transactions per second (default 500)")
+    parser.add_argument("--seconds", type=float, default=20, help="--latency: seconds of writing (default 20)")
     if options is not None:
         options(parser)
     args = parser.parse_args(argv)
     if args.rows < 1 or args.batch < 1 or args.rounds < 1:
         parser.error("--rows, --batch and --rounds must be at least 1")
+    if args.rate <= 0 or args.seconds <= 0:
+        parser.error("--rate and --seconds must be positive")
+    detection = getattr(args, "detection", False)
+    if args.latency and detection:
+        parser.error("--latency and --detection are separate modes: choose one")
+    if (args.latency or detection) and args.workload is not None:
+        parser.error("--workload applies to the throughput mode; --latency and --detection have their own")
+    args.workload = args.workload or "bench"
     return args
 
 

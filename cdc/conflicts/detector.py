@@ -18,6 +18,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, cast
 
 from cdc.config import Settings
+from cdc.conflicts.history import HISTORY_LIMIT, RowHistories, change_from_doc
 from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.natural_keys import (
     HeldKey,
@@ -33,8 +34,6 @@ from cdc.state.store import StateStore
 from cdc.values import json_value, key_text
 
 log = logging.getLogger("cdc.conflicts")
-HISTORY_LIMIT = 50  # changes of one row the rules look at
-HISTORY_CACHE_ROWS = 10_000  # rows whose recent history stays in memory, at most
 
 
 class Detector:
@@ -50,12 +49,7 @@ class Detector:
         self._store = store
         self._source = source
         self._window = timedelta(seconds=settings.conflicts.window_seconds)
-        # each row's last change ("schema.table" -> key -> change), with the row's earlier updates
-        # that rules still read (``Change.earlier``), in two generations: the rows changed lately,
-        # and those changed before them, dropped whole when the newer is full (a cheap LRU cache)
-        self._history: dict[str, dict[str, Change]] = {}
-        self._older_history: dict[str, dict[str, Change]] = {}
-        self._rows_in_history = 0  # in the newer generation
+        self._rows = RowHistories(store, source)
         self._members: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         # rules, "schema.table" (one string for all its changes), and each natural key with its names' JSON
         self._tables: dict[tuple[str, str], tuple[TableRules, str, tuple[tuple[tuple[str, ...], str], ...]]] = {}
@@ -134,7 +128,7 @@ class Detector:
             return []
         schema, table = row.schema, row.table
         rules, qualified, natural_keys = self._tables.get((schema, table)) or self._table(schema, table)
-        previous = None if was_live is None else self._last_change(qualified, schema, table, key)
+        previous = None if was_live is None else self._rows.last_change(qualified, schema, table, key)
         if previous is not None and before == previous.after_text:
             before = previous.after_text  # one string for both
             previous.after_is(row.before)  # the same image: read it where it is fresh
@@ -166,7 +160,7 @@ class Detector:
             if previous.earlier or previous.op == "update":  # (else the row has no update to keep)
                 change.earlier = self._still_read(change, previous)
         change.keep_texts_only()  # memory keeps few objects per change: they stay long, and scattered
-        self._remember(qualified, key, change)
+        self._rows.remember(qualified, key, change)
         return found
 
     def _still_read(self, change: Change, previous: Change) -> tuple[Change, ...]:
@@ -182,48 +176,17 @@ class Detector:
     @property
     def changes_in_memory(self) -> int:
         """How many changes the rows' histories hold (bounded by the window and the cache)."""
-        return sum(
-            1 + len(last.earlier)
-            for cache in (self._history, self._older_history)
-            for rows in cache.values()
-            for last in rows.values()
-        )
+        return self._rows.changes_in_memory
 
     def forget_table(self, schema: str, table: str) -> None:
         """The table is being truncated (call before its rows are forgotten in the state store)."""
         self.settle_natural_keys()
-        for cache in (self._history, self._older_history):
-            cache.pop(f"{schema}.{table}", None)
-        self._rows_in_history = sum(map(len, self._history.values()))
+        self._rows.forget_table(f"{schema}.{table}")
 
-    def _last_change(self, qualified: str, schema: str, table: str, key: str) -> Change | None:
-        """The last change of a row seen before, with its earlier updates: from memory, else from the event log."""
-        rows = self._history.get(qualified)
-        last = None if rows is None else rows.get(key)
-        if last is None:
-            older = self._older_history.get(qualified)
-            last = None if older is None else older.pop(key, None)  # ``_remember`` brings it forward
-        if last is None:
-            changes = [
-                change_from_doc(json.loads(doc), key)
-                for doc in self._store.row_history(self._source, schema, table, key, HISTORY_LIMIT)
-            ]
-            if changes:
-                last = changes[-1]
-                last.earlier = tuple(c for c in changes[:-1] if c.op == "update")
-        return last
-
-    def _remember(self, qualified: str, key: str, change: Change) -> None:
-        """``change`` is the row's last change now."""
-        rows = self._history.get(qualified)
-        if rows is None or key not in rows:
-            if self._rows_in_history >= HISTORY_CACHE_ROWS // 2:
-                self._older_history, self._history, self._rows_in_history = self._history, {}, 0
-                rows = None
-            if rows is None:
-                rows = self._history[qualified] = {}
-            self._rows_in_history += 1
-        rows[key] = change
+    def read_ahead(self, rows: list[tuple[str, str, str]]) -> None:
+        """Read at once the history of the rows of a batch ((schema, table, key), rows seen before)
+        that memory does not hold, instead of one query per change."""
+        self._rows.read_ahead(rows)
 
     def row_gone(self, schema: str, table: str, key: str) -> None:
         """The row left its key (an update changed its primary key): its natural keys go."""
@@ -384,19 +347,3 @@ def _values_json(values: tuple[Any, ...]) -> str:
     if len(values) == 1 and type(values[0]) is str:  # the usual case: the same text, without starting an encoder
         return f"[{encode_basestring_ascii(values[0])}]"
     return _dumps_default_str(values)
-
-
-def change_from_doc(doc: dict[str, Any], key: str) -> Change:
-    return Change(
-        doc["event_id"],
-        doc["source"],
-        f"{doc['schema']}.{doc['table']}",
-        key,
-        doc["op"],
-        doc["before"],
-        doc["after"],
-        datetime.fromisoformat(doc["commit_ts"]),
-        doc["writer"],
-        doc["txid"],
-        frozenset(doc["changed"]),
-    )

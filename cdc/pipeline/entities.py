@@ -28,7 +28,7 @@ from typing import Any
 
 from cdc import event_doc
 from cdc.config import EntitySettings, Settings, TargetSettings
-from cdc.conflicts.detector import change_from_doc
+from cdc.conflicts.history import change_from_doc
 from cdc.conflicts.model import Change, Conflict, TableRules
 from cdc.conflicts.resolution import Decision
 from cdc.conflicts.rules import SEVERITY

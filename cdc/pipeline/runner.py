@@ -218,10 +218,8 @@ class Pipeline:
                     self.sync.echoed(name, run.write_back)
                     run.write_back_noted = True
                 echo = run.write_back is not None
-                for seq, change in run.pending:  # one by one: each is the history of the next
-                    event = run.versioner.version(txn, seq, change, echo)
-                    self.store.append([event])
-                    stored.append(event)
+                if run.pending:
+                    stored = run.versioner.version_all(txn, run.pending, echo)
                 if run.pending:
                     self.store.set_stored(name, txn.txn_key, run.pending[-1][0])
                 if commit and not already_complete:

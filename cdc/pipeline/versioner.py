@@ -48,10 +48,29 @@ class Versioner:
         self._detector = self._recorder if settings.conflicts.detect else None
         self._sync = sync or EntitySync(settings, store)
 
-    def version(self, txn: TxnBegin, seq: int, change: RowChange, echo: bool = False) -> Event:
+    def version_all(self, txn: TxnBegin, changes: list[tuple[int, RowChange]], echo: bool = False) -> list[Event]:
+        """Make and store (call inside ``store.transaction()``) the events of a batch of a transaction's
+        changes (``(seq, change)``, in order), the versions of their rows read at once. Each is
+        appended as it is made: it is the history of the next."""
+        keys = [dumps_row(change.key) for _, change in changes]
+        rows = [(change.schema, change.table, key) for (_, change), key in zip(changes, keys)]
+        self._store.prefetch_rows(self._source, rows)
+        if self._detector is not None:
+            self._detector.read_ahead([row for row in rows if self._store.is_live(self._source, *row) is not None])
+        events = []
+        for (seq, change), key in zip(changes, keys):
+            event = self.version(txn, seq, change, echo, key)
+            self._store.append([event])
+            events.append(event)
+        return events
+
+    def version(
+        self, txn: TxnBegin, seq: int, change: RowChange, echo: bool = False, key_json: str | None = None
+    ) -> Event:
         """The event for a change, its row's version counted in the state store; an ``echo`` (a row
         cdc itself wrote into this source) is stored, but never taken for a new change."""
-        key_json = dumps_row(change.key)
+        if key_json is None:
+            key_json = dumps_row(change.key)
         event_id = make_event_id(self._source, txn.position, seq)
         was_live = None
         position = (txn.txn_key, seq)

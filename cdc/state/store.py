@@ -20,6 +20,7 @@ from cdc.errors import StateStoreError
 from cdc.model import Event, add_conflict_ids
 from cdc.state.conflict_records import ConflictRecords
 from cdc.state.event_queries import EVENT_COLUMNS, EventQueries, logged_event
+from cdc.state.row_versions import RowVersions
 from cdc.state.schema import SCHEMA as _SCHEMA
 from cdc.state.schema import SCHEMA_VERSION
 from cdc.values import compact_json
@@ -27,6 +28,7 @@ from cdc.values import compact_json
 Position = tuple[str, int]
 WHOLE_TRANSACTION = 2**31 - 1  # the seq that stands for "every change of the transaction"
 NOWHERE: Position = ("", -1)
+_HISTORY_CHUNK = 400  # rows per history query (within SQLite's limit on parameters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ class StateStore(ConflictRecords, EventQueries):
         self.transaction_serial = 0  # counts write transactions: which one is (or was last) open
         self._before_commit: list[Callable[[], None]] = []
         self._appended: dict[str, Event] = {}  # the events of the open transaction, by event id
+        self._unwritten: list[Event] = []  # appended in the open transaction, not written yet
+        self._unwritten_rows: set[tuple[str, str, str]] = set()  # their rows (schema, table, key)
         try:
             if readonly:
                 if not self.path.exists():
@@ -55,10 +59,12 @@ class StateStore(ConflictRecords, EventQueries):
                 self._db = sqlite3.connect(
                     f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
                 )
+                self._versions = RowVersions(self._db)
                 self._db.execute("PRAGMA busy_timeout=10000")
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._versions = RowVersions(self._db)
                 self._db.execute("PRAGMA busy_timeout=10000")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -138,17 +144,17 @@ class StateStore(ConflictRecords, EventQueries):
         """Call ``callback`` inside the open ``transaction()`` just before it commits (not if it rolls back)."""
         self._before_commit.append(callback)
 
+    def prefetch_rows(self, source: str, keys: list[tuple[str, str, str]]) -> None:
+        """Read the versions of these rows ((schema, table, key)) at once, for the changes of a batch."""
+        self._versions.prefetch(source, keys)
+
     def next_version(self, source: str, schema: str, table: str, key: str, event_id: str, live: bool) -> int:
         """Count one more change of the row and return its version (inside ``transaction()``)."""
-        return self._db.execute(
-            "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT DO UPDATE SET"
-            " version = version + 1, last_event_id = excluded.last_event_id, live = excluded.live"
-            " RETURNING version",
-            (source, schema, table, key, event_id, int(live)),
-        ).fetchone()[0]
+        return self._versions.next((source, schema, table, key), event_id, live)
 
     def row_last_txn(self, source: str, schema: str, table: str, key: str) -> str | None:
         """The transaction key of the row's last stored change (None: none, or pruned)."""
+        self._write_pending()
         row = self._db.execute(
             "SELECT e.txn_key FROM row_versions r JOIN events e ON e.event_id = r.last_event_id"
             " WHERE r.source = ? AND r.schema_name = ? AND r.table_name = ? AND r.key = ?",
@@ -157,43 +163,24 @@ class StateStore(ConflictRecords, EventQueries):
         return row[0] if row else None
 
     def row_version(self, source: str, schema: str, table: str, key: str) -> int:
-        row = self._db.execute(
-            "SELECT version FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
-            (source, schema, table, key),
-        ).fetchone()
-        return row[0] if row else 0
+        return self._versions.version((source, schema, table, key))
 
     def first_version(self, source: str, schema: str, table: str, key: str, event_id: str) -> bool:
         """Count the first change of a row never seen (version 1, live; inside ``transaction()``);
         False, changing nothing, when the row is known already."""
-        return (
-            self._db.execute(
-                "INSERT INTO row_versions VALUES (?, ?, ?, ?, 1, ?, 1) ON CONFLICT DO NOTHING RETURNING version",
-                (source, schema, table, key, event_id),
-            ).fetchone()
-            is not None
-        )
+        return self._versions.first((source, schema, table, key), event_id)
 
     def is_live(self, source: str, schema: str, table: str, key: str) -> bool | None:
         """Whether the row exists at the source as far as the daemon knows (None: never seen)."""
-        row = self._db.execute(
-            "SELECT live FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
-            (source, schema, table, key),
-        ).fetchone()
-        return None if row is None else bool(row[0])
+        return self._versions.is_live((source, schema, table, key))
 
     def set_gone(self, source: str, schema: str, table: str, key: str) -> None:
         """The row left its key (an update changed its primary key): it no longer exists there."""
-        self._db.execute(
-            "UPDATE row_versions SET live = 0 WHERE source = ? AND schema_name = ? AND table_name = ? AND key = ?",
-            (source, schema, table, key),
-        )
+        self._versions.set_gone((source, schema, table, key))
 
     def forget_rows(self, source: str, schema: str, table: str) -> None:
         """The table was truncated: its rows start anew (versions, liveness, natural keys)."""
-        self._db.execute(
-            "DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?", (source, schema, table)
-        )
+        self._versions.forget_table(source, schema, table)
         self._db.execute(
             "DELETE FROM natural_key_rows WHERE set_id IN (SELECT set_id FROM natural_key_sets"
             " WHERE source = ? AND schema_name = ? AND table_name = ?)",
@@ -201,7 +188,22 @@ class StateStore(ConflictRecords, EventQueries):
         )
 
     def append(self, events: list[Event]) -> None:
-        """Store events (inside ``transaction()``)."""
+        """Store events (inside ``transaction()``: they are written together before it commits,
+        or before anything reads the event log in it)."""
+        self._unwritten.extend(events)
+        self._unwritten_rows.update((event.schema, event.table, event.key_json) for event in events)
+        for event in events:
+            self._appended[event.event_id] = event
+        if not self._db.in_transaction:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write the events appended and the row versions counted so far in the open transaction."""
+        self._versions.flush()
+        events, self._unwritten = self._unwritten, []
+        self._unwritten_rows.clear()
+        if not events:
+            return
         now = time.time()
         self._db.executemany(
             "INSERT INTO events (source, txn_key, seq, event_id, schema_name, table_name, op, key,"
@@ -225,13 +227,12 @@ class StateStore(ConflictRecords, EventQueries):
                 for e in events
             ],
         )
-        for event in events:
-            self._appended[event.event_id] = event
 
     def add_event_conflicts(self, event_id: str, conflict_ids: list[str]) -> None:
         """The stored event also raised ``conflict_ids`` (found when its transaction was settled):
         its document in the log, and the event itself if it is of the open transaction."""
         event = self._appended.get(event_id)
+        self._write_pending()
         if event is not None:
             event.doc = add_conflict_ids(event.doc, conflict_ids)
             self._db.execute("UPDATE events SET doc = ? WHERE event_id = ?", (event.doc, event_id))
@@ -246,6 +247,8 @@ class StateStore(ConflictRecords, EventQueries):
 
     def row_history(self, source: str, schema: str, table: str, key: str, limit: int) -> list[str]:
         """The documents of a row's latest events, oldest first."""
+        if (schema, table, key) in self._unwritten_rows:
+            self._write_pending()
         rows = self._db.execute(
             "SELECT doc FROM events WHERE schema_name = ? AND table_name = ? AND key = ? AND source = ?"
             " ORDER BY log_id DESC LIMIT ?",
@@ -253,11 +256,29 @@ class StateStore(ConflictRecords, EventQueries):
         ).fetchall()
         return [row[0] for row in reversed(rows)]
 
+    def rows_history(self, source: str, schema: str, table: str, keys: list[str], limit: int) -> dict[str, list[str]]:
+        """``row_history`` of many rows of a table at once (rows without events left out)."""
+        self._write_pending()
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(keys), _HISTORY_CHUNK):
+            chunk = keys[start : start + _HISTORY_CHUNK]
+            rows = self._db.execute(
+                "SELECT key, doc FROM (SELECT key, doc, log_id, row_number() OVER (PARTITION BY key ORDER BY log_id DESC)"
+                " AS newest FROM events WHERE schema_name = ? AND table_name = ? AND source = ?"
+                f" AND key IN ({','.join('?' * len(chunk))})) WHERE newest <= ? ORDER BY log_id",
+                (schema, table, source, *chunk, limit),
+            )
+            for key, doc in rows:
+                found.setdefault(key, []).append(doc)
+        return found
+
     def last_txn(self, source: str) -> str:
+        self._write_pending()
         row = self._db.execute("SELECT max(txn_key) FROM events WHERE source = ?", (source,)).fetchone()
         return row[0] or ""
 
     def event_doc(self, event_id: str) -> str | None:
+        self._write_pending()
         row = self._db.execute("SELECT doc FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return row[0] if row else None
 
@@ -312,6 +333,7 @@ class StateStore(ConflictRecords, EventQueries):
 
     def events_after(self, source: str, after: Position, upto_txn: str, limit: int) -> list[Event]:
         """Events of ``source`` after position ``after`` in transactions up to ``upto_txn``."""
+        self._write_pending()
         txn_key, seq = after
         rows = self._db.execute(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE source = ?1 AND (txn_key > ?2 OR (txn_key = ?2 AND seq > ?3))"
@@ -321,6 +343,7 @@ class StateStore(ConflictRecords, EventQueries):
         return [logged_event(row) for row in rows]
 
     def position_of(self, event_id: str) -> tuple[str, Position] | None:
+        self._write_pending()
         row = self._db.execute("SELECT source, txn_key, seq FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return (row[0], (row[1], row[2])) if row else None
 
@@ -358,9 +381,12 @@ class _Transaction:
             if exc_type is None:
                 for callback in callbacks:
                     callback()
+                store._write_pending()
         except BaseException:
             store._db.execute("ROLLBACK")
             raise
         finally:
-            store._appended = {}
+            store._appended, store._unwritten = {}, []
+            store._unwritten_rows.clear()
+            store._versions.forget()
         store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

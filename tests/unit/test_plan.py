@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cdc.config import Settings
-from cdc.conflicts.detector import change_from_doc
+from cdc.conflicts.history import change_from_doc
 from cdc.conflicts.model import Change
 from cdc.model import RowChange, TxnBegin
 from cdc.pipeline.entities import EntitySync, written_tables

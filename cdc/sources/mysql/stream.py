@@ -27,6 +27,7 @@ from pymysqlreplication import BinLogStreamReader
 from cdc.config import SourceSettings
 from cdc.dsn import DsnError, mysql_params, redact_dsn
 from cdc.logs import one_line
+from cdc.model import TxnCommit
 from cdc.sources.base import SourceError, SourceItem
 from cdc.sources.mysql import positions
 from cdc.sources.mysql.server import is_mariadb
@@ -189,8 +190,8 @@ class MysqlSource:
                     raise SourceError(f"{self.where}: the server closed the binlog stream")
                 if handle(event, items) and (items or time.monotonic() >= deadline):
                     break
-                if items and time.monotonic() >= deadline:
-                    break
+                if items and (type(items[-1]) is TxnCommit or time.monotonic() >= deadline):
+                    break  # a whole transaction goes on at once: its latency is not the read's timeout
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError) as exc:
             raise SourceError(f"{self.where}: connection lost: {one_line(exc)}") from None
         except pymysql.err.InternalError as exc:
