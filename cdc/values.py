@@ -57,6 +57,17 @@ def load_doc(text: str) -> dict[str, Any]:
     return json.loads(text, parse_float=Decimal)
 
 
+def json_names(names: list[str]) -> str:
+    """The JSON array of column names (``compact_json(names)``), each name's text made once."""
+    parts = []
+    for name in names:
+        text = _NAME_JSON.get(name)
+        if text is None:
+            text = _NAME_JSON[name] = _dump_str(str(name))
+        parts.append(text)
+    return "[" + ",".join(parts) + "]"
+
+
 def event_value(value: Any) -> Any:
     """A column value as an event's document holds it once read with ``Decimal`` for fractions:
     exactly ``json.loads(encode_value(value), parse_float=Decimal)``, without the JSON text for
@@ -149,6 +160,7 @@ _BY_TYPE: dict[type, Any] = {
     date: lambda value: f'"{value.isoformat()}"',
 }
 _KEY_PREFIXES: dict[str, str] = {}  # column name -> its JSON text and the colon
+_NAME_JSON: dict[str, str] = {}  # column name -> its JSON text
 
 
 def _iso_duration(value: timedelta) -> str:

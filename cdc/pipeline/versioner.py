@@ -25,7 +25,7 @@ from cdc.pipeline.entities import EntitySync
 from cdc.pipeline.plan import Plan
 from cdc.state.store import StateStore
 from cdc.values import compact_json as _dump
-from cdc.values import dumps_row, encode_value, json_value
+from cdc.values import dumps_row, encode_value, json_names, json_value
 
 _ECHO = ',"echo":true'  # cdc's own write into the source, come back on its stream
 
@@ -47,6 +47,9 @@ class Versioner:
         self._recorder = Detector(settings, store, source, on_conflict)
         self._detector = self._recorder if settings.conflicts.detect else None
         self._sync = sync or EntitySync(settings, store)
+        self._txn: TxnBegin | None = None
+        self._txn_parts = ("", "")
+        self._tables_json: dict[tuple[str, str], str] = {}
 
     def version_all(self, txn: TxnBegin, changes: list[tuple[int, RowChange]], echo: bool = False) -> list[Event]:
         """Make and store (call inside ``store.transaction()``) the events of a batch of a transaction's
@@ -101,14 +104,12 @@ class Versioner:
         plan = self._plan.table(change.schema, change.table)
         changed = _changed(change)
         writer = _writer(change, plan.writer_column)
-        commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
+        commit_ts, txn_json = self._txn_texts(txn)
         before, after = dumps_row(change.before), dumps_row(change.after)
         doc = (
-            f'{{"event_id":{_dump(event_id)},"source":{_dump(self._source)},'
-            f'"schema":{_dump(change.schema)},"table":{_dump(change.table)},"op":"{change.op}",'
+            f'{{"event_id":{_dump(event_id)},{self._table_json(change.schema, change.table)},"op":"{change.op}",'
             f'"key":{key_json},"version":{version},"before":{before},'
-            f'"after":{after},"changed":{_dump(changed)},"txid":{_dump(txn.xid)},'
-            f'"commit_ts":"{commit_ts}","position":{_dump(txn.position)},'
+            f'"after":{after},"changed":{json_names(changed)},{txn_json},'
             f'"writer":{encode_value(writer)},"conflicts":[]{_ECHO if echo else ""}}}'
         )
         entity = plan.entity
@@ -168,6 +169,28 @@ class Versioner:
             change.native_form(),
             change=change,
         )
+
+    def _txn_texts(self, txn: TxnBegin) -> tuple[str, str]:
+        """The transaction's commit time, and its part of an event document, made once per transaction."""
+        if self._txn is not txn:
+            commit_ts = txn.commit_ts.isoformat(timespec="microseconds")
+            self._txn, self._txn_parts = (
+                txn,
+                (
+                    commit_ts,
+                    f'"txid":{_dump(txn.xid)},"commit_ts":"{commit_ts}","position":{_dump(txn.position)}',
+                ),
+            )
+        return self._txn_parts
+
+    def _table_json(self, schema: str, table: str) -> str:
+        """The source, schema and table of an event document, made once per table."""
+        found = self._tables_json.get((schema, table))
+        if found is None:
+            found = self._tables_json[(schema, table)] = (
+                f'"source":{_dump(self._source)},"schema":{_dump(schema)},"table":{_dump(table)}'
+            )
+        return found
 
     def _row_gone(self, change: RowChange, old_key: str) -> None:
         """An update moved the row to another primary key: the old key's row is gone."""

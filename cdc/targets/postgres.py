@@ -35,11 +35,26 @@ from cdc.targets.convert import (
     postgres_family,
 )
 
+COPY_ROWS = 2  # upserts of one table in a row, at least, that go through a staging table
+
 
 @dataclass(frozen=True, slots=True)
 class _Action:
     statement: sql.Composed
     params: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Merge:
+    """How a run of upserts of one table and set of columns goes in set-based: COPY into a
+    staging table with the target columns' types, then one INSERT ... SELECT ... ON CONFLICT
+    (a set holds each key once)."""
+
+    create: sql.Composed
+    copy: sql.Composed
+    merge: sql.Composed
+    empty: sql.Composed
+    key_positions: tuple[int, ...]
 
 
 class PostgresTarget(DatabaseTarget):
@@ -49,6 +64,7 @@ class PostgresTarget(DatabaseTarget):
         self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self._statements: dict[tuple, sql.Composed] = {}
         self._converters: dict[str, dict[str, Converter]] = {}  # target table -> column -> converter
+        self._merges: dict[int, _Merge] = {}  # id() of an upsert statement -> its set-based form
         schema, table = settings.position_table.split(".", 1)
         self._position_table = sql.Identifier(schema, table)
         self._position_schema = sql.Identifier(schema)
@@ -101,7 +117,11 @@ class PostgresTarget(DatabaseTarget):
                     marker = WriteBack(self.name, source, last.txn_key, last.seq)
                     cur.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SYNC_MESSAGE_PREFIX, marker.to_json()))
                 for statement, params in consecutive_runs((a.statement, a.params) for a in actions):
-                    cur.executemany(statement, params)
+                    merge = self._merges.get(id(statement))
+                    if merge is not None and len(params) >= COPY_ROWS:
+                        self._merge(cur, merge, statement, params)
+                    else:
+                        cur.executemany(statement, params)
                 if not record:
                     return
                 cur.execute(
@@ -119,6 +139,32 @@ class PostgresTarget(DatabaseTarget):
         except ConversionError as exc:
             raise TargetError(f"target {self.name}: {exc}", fatal=True) from None
         self._positions[source] = (last.txn_key, last.seq)
+
+    def _merge(self, cur: psycopg.Cursor, merge: _Merge, statement: sql.Composed, rows: list[tuple[Any, ...]]) -> None:
+        """Upsert ``rows`` set-based, each once and a key's rows in their order (a trigger on the
+        target sees every change, as one by one); one by one after all if another unique index
+        of the table refuses a set (where the order of the rows decides)."""
+        positions = merge.key_positions
+        assert self._conn is not None
+        try:
+            sets = _unique_runs(rows, positions)
+        except TypeError:  # a key value that is not hashable (an array in the key)
+            cur.executemany(statement, rows)
+            return
+        cur.execute(merge.create)
+        for part in sets:
+            if len(part) < COPY_ROWS:
+                cur.executemany(statement, part)
+                continue
+            with cur.copy(merge.copy) as copy:
+                for row in part:
+                    copy.write_row(row)
+            try:
+                with self._conn.transaction():  # a savepoint
+                    cur.execute(merge.merge)
+            except psycopg.errors.UniqueViolation:
+                cur.executemany(statement, part)
+            cur.execute(merge.empty)
 
     def _actions(self, event: Event) -> list[_Action]:
         if event.held:
@@ -173,7 +219,32 @@ class PostgresTarget(DatabaseTarget):
                 sql.SQL(", ").join(keys),
                 conflict,
             )
+            if all(n in names for n in key_names):
+                self._merges[id(statement)] = self._set_based(table, target_names, keys, conflict, names, key_names)
         return _Action(statement, tuple(after.values()))
+
+    def _set_based(
+        self,
+        table: str,
+        target_names: list[sql.Identifier],
+        keys: list[sql.Identifier],
+        conflict: sql.Composable,
+        names: tuple[str, ...],
+        key_names: list[str],
+    ) -> _Merge:
+        stage = sql.Identifier(f"cdc_stage_{len(self._merges)}")
+        columns = sql.SQL(", ").join(target_names)
+        return _Merge(
+            create=sql.SQL(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
+            ).format(stage, columns, _identifier(table)),
+            copy=sql.SQL("COPY {} ({}) FROM STDIN").format(stage, columns),
+            merge=sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+                _identifier(table), columns, columns, stage, sql.SQL(", ").join(keys), conflict
+            ),
+            empty=sql.SQL("TRUNCATE {}").format(stage),
+            key_positions=tuple(names.index(n) for n in key_names),
+        )
 
     def _images(
         self, event: Event, table: str, columns: dict[str, str]
@@ -221,6 +292,20 @@ class PostgresTarget(DatabaseTarget):
 
 
 _TEXT = column_converter("text")  # a column the target lacks: the INSERT will say so
+
+
+def _unique_runs(rows: list[tuple[Any, ...]], key_positions: tuple[int, ...]) -> list[list[tuple[Any, ...]]]:
+    """``rows`` cut into consecutive runs in which no key appears twice."""
+    runs: list[list[tuple[Any, ...]]] = [[]]
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        key = tuple(row[i] for i in key_positions)
+        if key in seen:
+            runs.append([])
+            seen.clear()
+        seen.add(key)
+        runs[-1].append(row)
+    return runs
 
 
 def _identifier(qualified: str) -> sql.Identifier:

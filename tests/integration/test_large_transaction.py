@@ -38,3 +38,21 @@ def test_memory_does_not_grow_with_transaction_size(pg_server, tmp_path):
     # 200,000 rows of ~300 bytes would be 60 MB as text alone and several times that as
     # Python objects; the daemon's peak may differ only by allocator noise.
     assert large < small * 1.25 + 16_384, f"peak RSS {small} KiB for 20k rows, {large} KiB for 200k rows"
+
+
+def test_a_million_row_transaction_streams_through_within_150_mb(pg_server, tmp_path):
+    crm = CdcSetup(
+        pg_server,
+        tmp_path,
+        "CREATE TABLE public.bulk (id bigint PRIMARY KEY, a int, b text);",
+        ["public.bulk"],
+        extra_config='[log]\nlevel = "warning"\n',
+    )
+    crm.setup()
+    with crm.source() as conn:
+        conn.execute("INSERT INTO bulk SELECT i, i % 1000, md5(i::text) FROM generate_series(1, 1000000) i")
+    peak = _peak_rss_kib(crm)
+    with crm.source() as src, crm.target() as dst:
+        query = "SELECT count(*), sum(a), md5(string_agg(b, '' ORDER BY id)) FROM bulk"
+        assert dst.execute(query).fetchone() == src.execute(query).fetchone()
+    assert peak < 150 * 1024, f"peak RSS {peak} KiB while a 1,000,000-row transaction streamed through"
