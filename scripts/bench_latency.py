@@ -24,7 +24,7 @@ time, both from this process's clock. It includes the watcher's poll interval (u
 a query) and what the noisy machine adds; the commit time is taken after the client saw the
 commit, so a transaction's own network return trip is not counted. The summary gives min, p50,
 p90, p99 (nearest rank), max and mean in ms for each round and for all rounds pooled, with the
-issue's targets: p50 <= 30 ms and p99 <= 100 ms ("met" or "not met" is a reading, not a check).
+the targets: p50 <= 30 ms and p99 <= 100 ms ("met" or "not met" is a reading, not a check).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ state on the same two servers; the summary uses the median time of each reader.
 
 Reading the report: one line per reader with events, seconds, events/s (changed rows per
 second) and µs/event; then cdc's rate divided by the others'. The main ratio is "cdc / bare
-reader" (the issue's target is >= 0.8x): how much of the rate at which the same Python library
+reader" (the target is >= 0.8x): how much of the rate at which the same Python library
 can merely fetch and decode this binlog cdc keeps up with, doing everything it does per change.
 "cdc / mariadb-binlog" compares with a C client that does not even decode rows. All times
 include connecting; cdc's and the bare reader's include starting Python, so small ``--rows``
@@ -399,15 +399,7 @@ def server_versions(mdb: ThrowawayMariaDB, pg: ThrowawayPostgres) -> dict[str, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    def options(parser) -> None:
-        parser.add_argument(
-            "--detection",
-            action="store_true",
-            help="instead of the anchors, time cdc with conflict detection on and off, on its own"
-            " workload (customers: inserts plus one update of every row)",
-        )
-
-    args = benchlib.parse_args(argv, __doc__, fresh="databases and cdc state", options=options)
+    args = benchlib.parse_args(argv, __doc__, fresh="databases and cdc state", options=bench_detection.add_option)
     run = run_latency_round if args.latency else run_detection_round if args.detection else run_round
 
     def summarize_rounds(versions: dict[str, str], rounds: list) -> dict:

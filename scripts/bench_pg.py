@@ -43,7 +43,7 @@ uses each reader's median time.
 
 Reading the report: one line per reader with events, seconds, events/s (changed rows per
 second) and µs/event (wall time / events); then the ratios of cdc's rate to the subscription's
-("cdc / native subscription", the issue's target is >= 0.5x) and to the raw reader's ("cdc /
+("cdc / native subscription", the target is >= 0.5x) and to the raw reader's ("cdc /
 pg_recvlogical": how much of what the server can merely decode and send cdc keeps up with). All
 times include connecting and starting; cdc's also includes starting Python, so small ``--rows``
 understate cdc.
@@ -403,15 +403,7 @@ def print_report(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def options(parser) -> None:
-        parser.add_argument(
-            "--detection",
-            action="store_true",
-            help="instead of the anchors, time cdc with conflict detection on and off, on its own"
-            " workload (customers: inserts plus one update of every row)",
-        )
-
-    args = benchlib.parse_args(argv, __doc__, fresh="databases and slots", options=options)
+    args = benchlib.parse_args(argv, __doc__, fresh="databases and slots", options=bench_detection.add_option)
 
     def summarize_rounds(versions: dict[str, str], rounds: list) -> dict:
         if args.latency:
