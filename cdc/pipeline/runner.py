@@ -3,9 +3,10 @@
 Each source is read by its own thread into one bounded queue, so that a slow target slows
 the sources down instead of growing memory. The main thread stores changes in the state
 store in batches (a large transaction reaches disk as it arrives), and at every checkpoint
-applies to each target the wholly stored transactions it does not hold yet, makes the
-targets durable, and only then acknowledges the sources. Anything read twice after a
-restart or reconnection is dropped by position.
+applies to each target the wholly stored transactions it does not hold yet (the events
+just stored, from memory; older ones from the event log), makes the targets durable, and
+only then acknowledges the sources. Anything read twice after a restart or reconnection
+is dropped by position.
 """
 
 from __future__ import annotations
