@@ -58,13 +58,14 @@ def load_doc(text: str) -> dict[str, Any]:
 
 
 def json_names(names: list[str]) -> str:
-    """The JSON array of column names (``compact_json(names)``), each name's text made once."""
+    """The JSON array of column names (``compact_json(names)``), each name's text made once
+    (the texts ``dumps_row`` keeps)."""
     parts = []
     for name in names:
-        text = _NAME_JSON.get(name)
-        if text is None:
-            text = _NAME_JSON[name] = _dump_str(str(name))
-        parts.append(text)
+        prefix = _KEY_PREFIXES.get(name)
+        if prefix is None:
+            prefix = _KEY_PREFIXES[name] = _dump_str(str(name)) + ":"
+        parts.append(prefix[:-1])
     return "[" + ",".join(parts) + "]"
 
 
@@ -160,7 +161,6 @@ _BY_TYPE: dict[type, Any] = {
     date: lambda value: f'"{value.isoformat()}"',
 }
 _KEY_PREFIXES: dict[str, str] = {}  # column name -> its JSON text and the colon
-_NAME_JSON: dict[str, str] = {}  # column name -> its JSON text
 
 
 def _iso_duration(value: timedelta) -> str:

@@ -117,9 +117,8 @@ def _read_tables(
             )
         for changes, last_key in reader.chunks(schema, table, after, chunk_rows):
             with store.transaction():
-                for change in changes:
-                    store.append([versioner.version(txn, seq, change)])
-                    seq += 1
+                versioner.version_all(txn, list(enumerate(changes, seq)))
+                seq += len(changes)
                 rows_read += len(changes)
                 store.set_snapshot_table(source, schema, table, last_key, rows_read, False)
                 started["seq"] = seq

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import operator
 import queue
 import threading
 import time
@@ -49,6 +50,7 @@ PRUNE_EVERY_SECONDS = 60.0
 PRUNE_BATCH = 2000  # events deleted per state store transaction
 PRUNE_BUDGET_SECONDS = 0.5
 RECENT_EVENTS = 10_000  # stored events kept in memory per source, for the targets that keep up
+_POSITION = operator.attrgetter("position")  # an event's position, for bisecting the recent events
 
 
 @dataclass
@@ -221,7 +223,6 @@ class Pipeline:
                 echo = run.write_back is not None
                 if run.pending:
                     stored = run.versioner.version_all(txn, run.pending, echo)
-                if run.pending:
                     self.store.set_stored(name, txn.txn_key, run.pending[-1][0])
                 if commit and not already_complete:
                     self.store.mark_complete(name, txn.txn_key, txn.position, commit.resume_position)
@@ -299,7 +300,7 @@ class Pipeline:
             (target.position(name) or NOWHERE for target in self.targets),
             default=(run.complete_txn, WHOLE_TRANSACTION),
         )
-        applied = bisect.bisect_right(run.recent, floor, key=_position)
+        applied = bisect.bisect_right(run.recent, floor, key=_POSITION)
         if applied:
             run.recent_from = max(run.recent_from, run.recent[applied - 1].position)
             del run.recent[:applied]
@@ -371,10 +372,6 @@ class Pipeline:
                 break
 
 
-def _position(event: Event) -> Position:
-    return (event.txn_key, event.seq)
-
-
 def _remember(run: _SourceRun, stored: list[Event]) -> None:
     """Keep the events just stored in memory for the targets, at most ``RECENT_EVENTS`` of them
     (the older ones are then read back from the event log by a target that is behind)."""
@@ -387,8 +384,8 @@ def _remember(run: _SourceRun, stored: list[Event]) -> None:
 
 def _recent_after(recent: list[Event], after: Position, upto_txn: str, limit: int) -> list[Event]:
     """The events in ``recent`` after position ``after`` in transactions up to ``upto_txn``."""
-    start = bisect.bisect_right(recent, after, key=_position)
-    end = bisect.bisect_right(recent, (upto_txn, WHOLE_TRANSACTION), key=_position)
+    start = bisect.bisect_right(recent, after, key=_POSITION)
+    end = bisect.bisect_right(recent, (upto_txn, WHOLE_TRANSACTION), key=_POSITION)
     return recent[start : min(end, start + limit)]
 
 

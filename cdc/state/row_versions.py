@@ -16,16 +16,17 @@ _CHUNK = 400  # keys per prefetch query (within SQLite's limit on parameters)
 
 
 class _Row:
-    __slots__ = ("dirty", "event_id", "live", "version")
+    __slots__ = ("event_id", "live", "version")
 
-    def __init__(self, version: int, event_id: str, live: bool, dirty: bool = False) -> None:
-        self.version, self.event_id, self.live, self.dirty = version, event_id, live, dirty
+    def __init__(self, version: int, event_id: str, live: bool) -> None:
+        self.version, self.event_id, self.live = version, event_id, live
 
 
 class RowVersions:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._rows: dict[RowKey, _Row | None] = {}  # None: the row is not in the table
+        self._changed: dict[RowKey, _Row] = {}  # counted since the last flush
 
     def prefetch(self, source: str, keys: Iterable[tuple[str, str, str]]) -> None:
         """Read the rows of ``keys`` ((schema, table, key) of one source) not read yet, in few queries."""
@@ -65,7 +66,7 @@ class RowVersions:
         when the row is known already."""
         if self._row(row_key) is not None:
             return False
-        self._rows[row_key] = _Row(1, event_id, True, dirty=True)
+        self._rows[row_key] = self._changed[row_key] = _Row(1, event_id, True)
         self._outside_a_transaction()
         return True
 
@@ -75,7 +76,8 @@ class RowVersions:
         if row is None:
             row = self._rows[row_key] = _Row(0, event_id, live)
         row.version += 1
-        row.event_id, row.live, row.dirty = event_id, live, True
+        row.event_id, row.live = event_id, live
+        self._changed[row_key] = row
         version = row.version
         self._outside_a_transaction()
         return version
@@ -91,13 +93,15 @@ class RowVersions:
     def set_gone(self, row_key: RowKey) -> None:
         row = self._row(row_key)
         if row is not None:
-            row.live, row.dirty = False, True
+            row.live = False
+            self._changed[row_key] = row
             self._outside_a_transaction()
 
     def forget_table(self, source: str, schema: str, table: str) -> None:
         """Every row of the table starts anew."""
-        for row_key in [k for k in self._rows if k[:3] == (source, schema, table)]:
-            del self._rows[row_key]
+        for cache in (self._rows, self._changed):
+            for row_key in [k for k in cache if k[:3] == (source, schema, table)]:
+                del cache[row_key]
         self._db.execute(
             "DELETE FROM row_versions WHERE source = ? AND schema_name = ? AND table_name = ?", (source, schema, table)
         )
@@ -109,19 +113,17 @@ class RowVersions:
     def flush(self) -> None:
         """Write the rows counted so far in this transaction (inside it, before it commits); they
         stay in memory until it ends."""
-        dirty = [(*k, row.version, row.event_id, int(row.live)) for k, row in self._rows.items() if row and row.dirty]
-        if dirty:
+        if self._changed:
             self._db.executemany(
                 "INSERT INTO row_versions VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
                 " version = excluded.version, last_event_id = excluded.last_event_id, live = excluded.live",
-                dirty,
+                [(*k, row.version, row.event_id, int(row.live)) for k, row in self._changed.items()],
             )
-            for row in self._rows.values():
-                if row is not None:
-                    row.dirty = False
+            self._changed.clear()
         if not self._db.in_transaction:
             self._rows.clear()
 
     def forget(self) -> None:
         """The transaction ended: what it counted is written, or (rolled back) never happened."""
         self._rows.clear()
+        self._changed.clear()

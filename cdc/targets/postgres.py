@@ -42,6 +42,7 @@ COPY_ROWS = 2  # upserts of one table in a row, at least, that go through a stag
 class _Action:
     statement: sql.Composed
     params: tuple[Any, ...]
+    merge: _Merge | None = None  # how a run of it goes set-based (upserts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class PostgresTarget(DatabaseTarget):
         self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self._statements: dict[tuple, sql.Composed] = {}
         self._converters: dict[str, dict[str, Converter]] = {}  # target table -> column -> converter
-        self._merges: dict[int, _Merge] = {}  # id() of an upsert statement -> its set-based form
+        self._upserts: dict[tuple, tuple[sql.Composed, _Merge | None]] = {}  # each with its set-based form
         schema, table = settings.position_table.split(".", 1)
         self._position_table = sql.Identifier(schema, table)
         self._position_schema = sql.Identifier(schema)
@@ -116,8 +117,7 @@ class PostgresTarget(DatabaseTarget):
                 if self._marks_writes and record:  # first, so that the source's stream knows the rows as echoes
                     marker = WriteBack(self.name, source, last.txn_key, last.seq)
                     cur.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SYNC_MESSAGE_PREFIX, marker.to_json()))
-                for statement, params in consecutive_runs((a.statement, a.params) for a in actions):
-                    merge = self._merges.get(id(statement))
+                for (statement, merge), params in consecutive_runs(((a.statement, a.merge), a.params) for a in actions):
                     if merge is not None and len(params) >= COPY_ROWS:
                         self._merge(cur, merge, statement, params)
                     else:
@@ -197,9 +197,9 @@ class PostgresTarget(DatabaseTarget):
 
     def _upsert(self, table: str, columns: dict[str, str], key_names: list[str], after: dict[str, Any]) -> _Action:
         names = tuple(after)
-        cache_key = ("upsert", table, names, tuple(key_names))
-        statement = self._statements.get(cache_key)
-        if statement is None:
+        cache_key = (table, names, tuple(key_names))
+        found = self._upserts.get(cache_key)
+        if found is None:
             target_names = [sql.Identifier(columns.get(n, n)) for n in names]
             keys = [sql.Identifier(columns.get(n, n)) for n in key_names]
             updates = [
@@ -210,18 +210,20 @@ class PostgresTarget(DatabaseTarget):
             conflict = (
                 sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates else sql.SQL("DO NOTHING")
             )
-            statement = self._statements[cache_key] = sql.SQL(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}"
-            ).format(
+            statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
                 _identifier(table),
                 sql.SQL(", ").join(target_names),
                 sql.SQL(", ").join(sql.Placeholder() * len(names)),
                 sql.SQL(", ").join(keys),
                 conflict,
             )
-            if all(n in names for n in key_names):
-                self._merges[id(statement)] = self._set_based(table, target_names, keys, conflict, names, key_names)
-        return _Action(statement, tuple(after.values()))
+            merge = (
+                self._set_based(table, target_names, keys, conflict, names, key_names)
+                if all(n in names for n in key_names)
+                else None
+            )
+            found = self._upserts[cache_key] = (statement, merge)
+        return _Action(found[0], tuple(after.values()), found[1])
 
     def _set_based(
         self,
@@ -232,7 +234,7 @@ class PostgresTarget(DatabaseTarget):
         names: tuple[str, ...],
         key_names: list[str],
     ) -> _Merge:
-        stage = sql.Identifier(f"cdc_stage_{len(self._merges)}")
+        stage = sql.Identifier(f"cdc_stage_{len(self._upserts)}")
         columns = sql.SQL(", ").join(target_names)
         return _Merge(
             create=sql.SQL(
