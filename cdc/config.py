@@ -48,7 +48,7 @@ _MEMBER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}:[^.:\s]+\.[^.:\s]+$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite
 
 
 class SourceSettings(_Section):
@@ -247,6 +247,8 @@ class HttpSettings(_Section):
     def _host_and_port(cls, value: str) -> str:
         if value and (":" not in value or not value.rpartition(":")[2].isdigit()):
             raise ValueError(f"{value!r} must be written as 'host:port' (or \"\" for no HTTP server)")
+        if value and not 1 <= int(value.rpartition(":")[2]) <= 65535:
+            raise ValueError(f"{value!r}: the port must be between 1 and 65535")
         return value
 
     @property
@@ -258,6 +260,7 @@ class HttpSettings(_Section):
 class PipelineSettings(_Section):
     flush_interval_seconds: float = Field(default=0.5, gt=0)
     store_batch: int = Field(default=1000, ge=1)
+    on_bad_row: Literal["stop", "hold"] = "stop"  # hold: a change no target can take waits as a bad_row conflict
 
 
 class RetrySettings(_Section):

@@ -14,6 +14,7 @@ its exit code in one place (``cdc.cli.common.exit_code_of``).
      |         +-- ProtocolError    a replication CopyData frame is malformed or of an unknown kind
      |         +-- DecodeError      a pgoutput message is malformed or unsupported
      +-- TargetError          a target failed (exit 3 when fatal, else 4)
+     |    +-- BadRowError         a target cannot take one change (held with on_bad_row = "hold")
      +-- ConversionError      a value does not fit a target column (a fatal TargetError follows)
      +-- StateStoreError      the state store cannot be opened or is of another version (exit 3)
      +-- Unreachable          a server stayed unreachable for every retry (exit 4)
@@ -87,10 +88,28 @@ class TargetError(CdcError):
     errors (a missing table or column, a value the target cannot store) stop the daemon."""
 
 
-class ConversionError(CdcError, ValueError):
-    """An event's value cannot be stored in a target column of that type."""
+class BadRowError(TargetError):
+    """A target cannot take one change: a value it cannot store, a row its constraints refuse.
+    Retrying cannot help; with ``[pipeline] on_bad_row = "hold"`` the change waits as a
+    ``bad_row`` conflict. ``event_id`` names the change when the target knows which one."""
 
     fatal = True
+
+    def __init__(self, message: str, event_id: str | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+        self.column = column
+
+
+class ConversionError(CdcError, ValueError):
+    """An event's value cannot be stored in a target column of that type; ``column`` names
+    the column once it is known."""
+
+    fatal = True
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 class StateStoreError(CdcError):

@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import json
 import math
+import sys
 import uuid
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 _SAFE_INT = 2**53
+# PostgreSQL takes json nested thousands of levels deep; Python's JSON codec recurses once a
+# level, within the interpreter's recursion limit (1,000 by default).
+JSON_DEPTH_LIMIT = 20_000
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -50,6 +54,13 @@ def json_value(value: Any) -> Any:
     if kind in _JSON_ITSELF or (kind is int and -_SAFE_INT < value < _SAFE_INT):
         return value
     return json.loads(encode_value(value))
+
+
+def allow_deep_json() -> None:
+    """Let Python's JSON codec read and write documents nested up to ``JSON_DEPTH_LIMIT`` levels
+    (once, at the start of a command; it raises the interpreter's recursion limit)."""
+    if sys.getrecursionlimit() < JSON_DEPTH_LIMIT + 1_000:
+        sys.setrecursionlimit(JSON_DEPTH_LIMIT + 1_000)
 
 
 def load_doc(text: str) -> dict[str, Any]:

@@ -11,12 +11,14 @@ sources' end position was reached. An error a handler raises becomes its exit co
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 
 from cdc.config import Settings, config_path, load_settings
 from cdc.errors import CdcError, ConfigError, ExitCode
-from cdc.logs import setup_logging
+from cdc.logs import one_line, setup_logging
+from cdc.values import allow_deep_json
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    allow_deep_json()
     try:
         settings = load_settings(config_path(args.config))
     except ConfigError as exc:
@@ -135,3 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_of(exc)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except Exception as exc:  # a defect of cdc itself: still one line, and the traceback only in a debug log
+        logging.getLogger("cdc").debug("unexpected error in cdc %s", args.verb, exc_info=True)
+        print(
+            f"cdc {args.verb}: unexpected error: {type(exc).__name__}: {one_line(exc)}"
+            ' (set [log] level = "debug" for the traceback)',
+            file=sys.stderr,
+        )
+        return ExitCode.FATAL

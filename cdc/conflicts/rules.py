@@ -23,6 +23,7 @@ SEVERITY = {
     "state_regression": "warning",
     "divergence": "warning",
     "stream_gap": "critical",
+    "bad_row": "error",
 }
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.config import Settings
+from cdc.errors import CdcError, SourceError
+from cdc.logs import one_line
 from cdc.metrics import Metrics
 from cdc.model import (
     REVIEW_SOURCE,
@@ -36,6 +38,7 @@ from cdc.model import (
     backfill_source,
     sync_source,
 )
+from cdc.pipeline import bad_rows
 from cdc.pipeline.entities import EntitySync
 from cdc.pipeline.versioner import Versioner
 from cdc.sources.base import Source, SourceItem
@@ -85,6 +88,7 @@ class Pipeline:
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_conflict = on_conflict
         self.metrics = metrics or Metrics()
         self.on_ready = on_ready
         self.last_loop = time.monotonic()  # the main loop's heartbeat (systemd's watchdog)
@@ -160,6 +164,11 @@ class Pipeline:
             except queue.Empty:
                 name, payload = "", []
             if isinstance(payload, BaseException):
+                if isinstance(payload, Exception) and not isinstance(payload, CdcError):
+                    raise SourceError(
+                        f"source {name}: cannot read the stream: {type(payload).__name__}: {one_line(payload)}",
+                        fatal=True,
+                    ) from payload
                 raise payload
             if payload:
                 self._consume(self.runs[name], payload)
@@ -364,7 +373,8 @@ class Pipeline:
                 if skip is not None and not event.held:
                     event.held = skip(json.loads(event.doc))
             started = time.perf_counter()
-            target.apply(source, events)
+            holding = self.settings.pipeline.on_bad_row == "hold"
+            bad_rows.apply(target, source, events, held, self.store, self._on_conflict, holding)
             self.metrics.apply_seconds.labels(target.name).observe(time.perf_counter() - started)
             position = events[-1].position
             applied[(target.name, source)] = position

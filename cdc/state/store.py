@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from cdc.errors import StateStoreError
 from cdc.model import Event, add_conflict_ids
@@ -23,6 +22,7 @@ from cdc.state.event_queries import EVENT_COLUMNS, EventQueries, logged_event
 from cdc.state.row_versions import RowVersions
 from cdc.state.schema import SCHEMA as _SCHEMA
 from cdc.state.schema import SCHEMA_VERSION
+from cdc.state.transaction import StoreTransaction
 from cdc.values import compact_json
 
 Position = tuple[str, int]
@@ -137,8 +137,8 @@ class StateStore(ConflictRecords, EventQueries):
 
     # -- writing events ------------------------------------------------------------
 
-    def transaction(self) -> _Transaction:
-        return _Transaction(self)
+    def transaction(self) -> StoreTransaction:
+        return StoreTransaction(self)
 
     def before_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` inside the open ``transaction()`` just before it commits (not if it rolls back)."""
@@ -358,35 +358,3 @@ class StateStore(ConflictRecords, EventQueries):
         return self._db.execute(
             "SELECT target, source, txn_key, seq, updated_at FROM target_positions ORDER BY target, source"
         ).fetchall()
-
-
-class _Transaction:
-    """``with store.transaction():`` — one SQLite write transaction."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-
-    def __enter__(self) -> None:
-        self._store._db.execute("BEGIN IMMEDIATE")
-        self._store.transaction_serial += 1
-        self._store._before_commit = []
-        self._store._appended = {}
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        store = self._store
-        callbacks, store._before_commit = store._before_commit, []
-        try:
-            if exc_type is None:
-                for callback in callbacks:
-                    callback()
-                store._write_pending()
-        except BaseException:
-            store._db.execute("ROLLBACK")
-            raise
-        finally:
-            store._appended, store._unwritten = {}, []
-            store._unwritten_rows.clear()
-            store._versions.forget()
-        store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -25,7 +25,7 @@ import pymysql
 
 from cdc.config import TargetSettings
 from cdc.dsn import mysql_params, redact_dsn
-from cdc.errors import TargetError
+from cdc.errors import BadRowError, TargetError
 from cdc.model import Event
 from cdc.problems import Problem
 from cdc.targets.base import DatabaseTarget, consecutive_runs
@@ -49,6 +49,9 @@ _FATAL_CLASSES = (
     pymysql.err.ProgrammingError,
     pymysql.err.NotSupportedError,
 )
+# Of those, the ones about a row rather than the table: a value or a row the table refuses.
+_BAD_ROW_CODES = {1292, 1366, 4025, 3819, 3140}
+_BAD_ROW_CLASSES = (pymysql.err.IntegrityError, pymysql.err.DataError)
 
 
 @dataclass(slots=True)
@@ -163,8 +166,8 @@ class MysqlTarget(DatabaseTarget):
             if after is not None:
                 actions.append(self._upsert(table, event, key_names, after))
         except ConversionError as exc:
-            raise TargetError(
-                f"target {self.name}: table {table.name}: event {event.event_id}: {exc}", fatal=True
+            raise BadRowError(
+                f"target {self.name}: table {table.name}: event {event.event_id}: {exc}", event.event_id
             ) from None
         return actions
 
@@ -268,6 +271,8 @@ def _error(where: str, exc: pymysql.MySQLError) -> TargetError:
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
     fatal = isinstance(exc, _FATAL_CLASSES) or code in _FATAL_CODES
     text = " ".join(f"({code}) {message}".split()) if code else " ".join(str(message).split()) or type(exc).__name__
+    if isinstance(exc, _BAD_ROW_CLASSES) or code in _BAD_ROW_CODES:
+        return BadRowError(f"{where}: {text}")
     return TargetError(f"{where}: {text}", fatal=fatal)
 
 

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from cdc.config import TargetSettings
 from cdc.dsn import connect_kwargs, redact_dsn
-from cdc.errors import DsnError, TargetError
+from cdc.errors import BadRowError, DsnError, TargetError
 from cdc.logs import one_line
 from cdc.model import SYNC_MESSAGE_PREFIX, Event, WriteBack
 from cdc.problems import Problem
@@ -134,6 +134,8 @@ class PostgresTarget(DatabaseTarget):
                 )
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise TargetError(f"target {self.name}: {one_line(exc)}") from None
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:  # a value or a row the table refuses
+            raise BadRowError(f"target {self.name}: {one_line(exc)}") from None
         except psycopg.Error as exc:  # the data or the target's tables are wrong: retrying cannot help
             raise TargetError(f"target {self.name}: {one_line(exc)}", fatal=True) from None
         except ConversionError as exc:
@@ -266,7 +268,9 @@ class PostgresTarget(DatabaseTarget):
             if after is not None:
                 after = convert_row(after, by_source)
         except ConversionError as exc:
-            raise ConversionError(f"table {table}: event {event.event_id}: {exc}") from None
+            raise BadRowError(
+                f"target {self.name}: table {table}: event {event.event_id}: {exc}", event.event_id
+            ) from None
         return key, after
 
     def _column_converters(self, table: str) -> dict[str, Converter]:
