@@ -16,10 +16,16 @@ A channel sends at most ``rate_limit_per_minute`` alerts per rolling minute; the
 the limit are counted per type and summarised in one alert when the minute is over (or on
 ``close()``): ``45 more conflicts in the last minute: 33 concurrent_overwrite, 12 lost_update
 (see cdc conflicts list)``. Secrets (webhook token, SMTP password) never reach a log line.
+
+A webhook URL's user-info (``https://user:password@host/...``) is sent as HTTP Basic auth,
+never in the URL. A redirect is not followed (it would carry the alert and its credentials to
+another address): a 3xx is a delivery failure naming the status. A webhook's log lines name
+only its ``scheme://host[:port]``: for Slack-style hooks the path is the secret.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import queue
@@ -242,9 +248,22 @@ class _Channel:
 
     def _safe(self, exc: BaseException | None) -> str:
         text = " ".join(self.describe(exc).split()) if exc else "failed"
-        for secret in self._secrets:
+        for secret in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(secret, "***")
         return text
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None  # the 3xx is then raised as an HTTPError
+
+
+def webhook_secrets(url: str) -> list[str]:
+    """What a webhook URL holds that no log line may show: its user-info, password, path and query."""
+    parts = urllib.parse.urlsplit(url)
+    password = parts.password or ""
+    found = [parts.netloc.rpartition("@")[0], password, urllib.parse.unquote(password), parts.query]
+    return [s for s in [*found, parts.path if len(parts.path) > 1 else ""] if s]
 
 
 class _Webhook(_Channel):
@@ -252,16 +271,23 @@ class _Webhook(_Channel):
 
     def __init__(self, settings: WebhookSettings, *args: Any) -> None:
         self._settings = settings
-        self._token = settings.token.get_secret_value() if settings.token else None
-        self._opener = urllib.request.build_opener()
+        parts = urllib.parse.urlsplit(settings.url)
+        host = parts.netloc.rpartition("@")[2]
+        self._origin = f"{parts.scheme}://{host}"
+        self._url = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+        self._authorization = f"Bearer {settings.token.get_secret_value()}" if settings.token else None
+        if parts.username is not None:
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            self._authorization = f"Basic {base64.b64encode(pair.encode()).decode()}"
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
         super().__init__(*args)
 
     def _post(self, payload: dict[str, Any]) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "cdc-alerts"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         body = json.dumps(payload, ensure_ascii=False, default=str).encode()
-        request = urllib.request.Request(self._settings.url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self._settings.timeout_seconds) as response:
                 response.read()
@@ -281,13 +307,13 @@ class _Webhook(_Channel):
         return isinstance(exc, OSError)  # URLError, refused, reset, timeout
 
     def describe(self, exc: BaseException) -> str:
-        parts = urllib.parse.urlsplit(self._settings.url)
-        where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        if isinstance(exc, urllib.error.HTTPError) and 300 <= exc.code < 400:
+            return f"POST {self._origin}: HTTP {exc.code} {exc.reason}: redirects are not followed, set the final URL"
         if isinstance(exc, urllib.error.HTTPError):
-            return f"POST {where}: HTTP {exc.code} {exc.reason}"
+            return f"POST {self._origin}: HTTP {exc.code} {exc.reason}"
         if isinstance(exc, urllib.error.URLError):
-            return f"POST {where}: {exc.reason}"
-        return f"POST {where}: {type(exc).__name__}: {exc}"
+            return f"POST {self._origin}: {exc.reason}"
+        return f"POST {self._origin}: {type(exc).__name__}: {exc}"
 
 
 class _Email(_Channel):
@@ -338,6 +364,8 @@ class Alerter:
             for v in (settings.webhook and settings.webhook.token, settings.email and settings.email.password)
             if v
         ]
+        if settings.webhook:
+            secrets += webhook_secrets(settings.webhook.url)
         common = (settings, clock, retry_seconds, [s for s in secrets if s])
         self._channels: list[_Channel] = []
         if settings.webhook:

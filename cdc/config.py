@@ -21,6 +21,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -210,9 +211,27 @@ class TargetSettings(_Section):
 
 
 class WebhookSettings(_Section):
-    url: str
+    url: str  # "https://user:password@host/path": the user-info is sent as HTTP Basic auth
     token: SecretStr | None = None  # sent as "Authorization: Bearer <token>"
     timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        try:
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is not a number, or out of range
+            valid = False
+        if not valid:
+            raise ValueError("must look like https://host[:port]/path (percent-encode '/', '?', '#', '@' in user-info)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> WebhookSettings:
+        if self.token and urlsplit(self.url).username is not None:
+            raise ValueError("give either 'token' or a user:password in 'url', not both")
+        return self
 
 
 class EmailSettings(_Section):
@@ -240,7 +259,7 @@ class EventLogSettings(_Section):
 
 class HttpSettings(_Section):
     listen: str = "127.0.0.1:9187"  # "host:port"; "" turns the HTTP server off
-    token: SecretStr | None = None  # required (as a bearer token) when listen is not a loopback address
+    token: SecretStr | None = None  # when set, required on every request; needed when listen is not loopback
 
     @field_validator("listen")
     @classmethod

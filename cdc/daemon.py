@@ -24,6 +24,7 @@ from cdc.errors import CdcError, ExitCode, SourceError, TargetError, Unreachable
 from cdc.logs import setup_logging
 from cdc.metrics import Metrics
 from cdc.monitor import Monitor
+from cdc.ops.seed_keys import seed as seed_natural_keys
 from cdc.pipeline.entities import sync_targets
 from cdc.pipeline.runner import Pipeline
 from cdc.retry import retry_call
@@ -133,6 +134,8 @@ class Daemon:
                     f" {source.name}' again to finish it before streaming",
                     fatal=True,
                 )
+        for source in self.settings.sources:  # the natural keys of rows that existed before cdc, read once
+            seed_natural_keys(self.settings, store, source, self._alert)
         sources = [make_source(source) for source in self.settings.sources]
         targets = [make_target(target, store) for target in self.settings.targets]
         syncing = {

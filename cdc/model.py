@@ -51,7 +51,8 @@ class Idle:
 class WriteBack:
     """Marks the transaction it opens as cdc's own write of synced rows into this source.
 
-    ``target`` wrote the events of pseudo-source ``source`` up to ``(txn_key, seq)``; the
+    ``target`` wrote the events of pseudo-source ``source`` up to ``(txn_key, seq)`` of the
+    state store ``installation`` (None: a cdc before installation identities); the
     transaction's row changes are echoes of that write, never new changes.
     """
 
@@ -59,16 +60,32 @@ class WriteBack:
     source: str
     txn_key: str
     seq: int
+    installation: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"target": self.target, "source": self.source, "txn_key": self.txn_key, "seq": self.seq})
+        return json.dumps(
+            {
+                "target": self.target,
+                "source": self.source,
+                "txn_key": self.txn_key,
+                "seq": self.seq,
+                "installation": self.installation,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WriteBack | None:
         """The marker a write-back transaction carries; None if ``text`` is not one."""
         try:
             data = json.loads(text)
-            return cls(str(data["target"]), str(data["source"]), str(data["txn_key"]), int(data["seq"]))
+            installation = data.get("installation")
+            return cls(
+                str(data["target"]),
+                str(data["source"]),
+                str(data["txn_key"]),
+                int(data["seq"]),
+                None if installation is None else str(installation),
+            )
         except (ValueError, TypeError, KeyError):
             return None
 

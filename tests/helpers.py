@@ -318,3 +318,26 @@ max_seconds = 2
         with self.mysql(self.source_db) as conn, conn.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
+
+
+def add_mysql_mirror(setup: CdcSetup, mariadb_server, mirror: str, ddl: str, table_map: dict[str, str]) -> None:
+    """A MariaDB database ``mirror`` made with ``ddl``, and a mysql target ``mirror`` in the
+    setup's configuration writing into it (``table_map``: source table -> table in ``mirror``)."""
+    import pymysql
+
+    root = pymysql.connect(host=mariadb_server.host, port=mariadb_server.port, user="root", autocommit=True)
+    with root, root.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{mirror}`")
+        cur.execute(f"USE `{mirror}`")
+        cur.execute(ddl)
+    mapped = ", ".join(
+        f"{json.dumps(source)} = {json.dumps(f'{mirror}.{table}')}" for source, table in table_map.items()
+    )
+    with setup.config.open("a") as config:
+        config.write(f"""
+[[targets]]
+name = "mirror"
+kind = "mysql"
+dsn = "{mariadb_server.dsn(mirror)}"
+table_map = {{ {mapped} }}
+""")

@@ -7,8 +7,8 @@ import os
 from contextlib import closing
 
 from cdc import sources
-from cdc.cli.common import ExitCode, connect_source, output, stored_position
-from cdc.config import Settings
+from cdc.cli.common import ExitCode, connect_source, open_store, output, stored_position
+from cdc.config import Settings, SourceSettings
 from cdc.pipeline.entities import written_tables
 from cdc.targets import check_target
 
@@ -73,4 +73,16 @@ def setup(settings: Settings, args: argparse.Namespace) -> int:
     for source in settings.sources:
         with closing(connect_source(settings, source)) as conn:
             sources.kind_of(source).setup(conn, source, settings.state_dir, args.print_sql, print)
+        if not args.print_sql:
+            _seed_natural_keys(settings, source)
     return ExitCode.OK
+
+
+def _seed_natural_keys(settings: Settings, source: SourceSettings) -> None:
+    """Read the natural keys of the rows already there (``cdc.ops.seed_keys``), right after the stream's start is made."""
+    from cdc.ops.seed_keys import seed
+
+    with closing(open_store(settings, readonly=False)) as store:
+        read = seed(settings, store, source)
+    if read:
+        print(f"[{source.name}] natural keys of {read} existing row(s) read")

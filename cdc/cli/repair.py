@@ -19,6 +19,7 @@ from cdc.progress import Progress
 
 
 def snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    from cdc.ops.seed_keys import after_snapshot
     from cdc.ops.snapshot import plan
     from cdc.ops.snapshot import snapshot as take_snapshot
 
@@ -45,6 +46,7 @@ def snapshot(settings: Settings, args: argparse.Namespace) -> int:
             progress = Progress(f"snapshot of {source.name}", sum(plan(settings, source, tables).values()))
             read = take_snapshot(settings, store, source, tables, args.chunk_rows, progress)
             progress.finish()
+            after_snapshot(settings, store, source, tables)
         finally:
             store.close()
         report.append({"source": source.name, "rows": read})
@@ -95,6 +97,8 @@ def backfill(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             store.close()
     except (psycopg.Error, pymysql.MySQLError) as exc:
+        if not args.where:
+            raise CommandError(f"source {source.name}: {one_line(exc)}", ExitCode.FATAL) from None
         raise CommandError(f"source {source.name}: {one_line(exc)} (check --where)", ExitCode.USAGE) from None
     output(
         args,

@@ -25,7 +25,9 @@ from cdc.conflicts.natural_keys import (
     NaturalKeyBatch,
     Owner,
     StoredHolder,
+    existing_row_change,
     held_key,
+    is_existing_holder,
 )
 from cdc.conflicts.resolution import Decision, decide, policy_for
 from cdc.conflicts.rules import detect, duplicate_natural_key, natural_key_of
@@ -56,6 +58,8 @@ class Detector:
         self.last_change: Change | None = None  # the change the last ``check`` or ``observe`` saw
         self._batch = NaturalKeyBatch()
         self._batch_transaction = -1  # the state store transaction ``_batch`` belongs to
+        # (schema, table) -> the position of the read of its rows that existed before cdc (see ``_reported``)
+        self._seeded_at = {table: seeded["position"] for table, seeded in store.seeded_natural_keys(source).items()}
 
     def rules(self, schema: str, table: str) -> TableRules:
         return (self._tables.get((schema, table)) or self._table(schema, table))[0]
@@ -241,9 +245,9 @@ class Detector:
             for vals, holders in self._store.natural_key_holders(self._source, schema, table, names, values).items():
                 stored[((schema, table), names, vals)] = [StoredHolder(*holder) for holder in holders]
         settled = batch.settle(stored)
-        owned = [(held, self._owner_change(owner)) for held, owner in settled.owned if held.report]
+        owned = [(held, self._owner_change(owner, held)) for held, owner in settled.owned if self._reported(held)]
         if self._settings.entities:
-            owned += self._owners_in_other_sources([held for held in settled.unowned if held.report])
+            owned += self._owners_in_other_sources([held for held in settled.unowned if self._reported(held)])
         added: dict[str, list[str]] = {}
         for held, owner in sorted(owned, key=lambda found: found[0].position):
             if owner is not None:
@@ -266,7 +270,7 @@ class Detector:
                 still = []
                 for held in waiting:
                     other = next((h for h in holders.get(held.values_json, ()) if h[0] != held.key), None)
-                    owner = None if other is None else self._owner_change(StoredHolder(*other))
+                    owner = None if other is None else self._owner_change(StoredHolder(*other), held, member)
                     if owner is None:
                         still.append(held)
                     else:
@@ -274,21 +278,38 @@ class Detector:
                 waiting = still
         return found
 
-    def _owner_change(self, owner: Owner) -> Change | None:
-        """The change that gave the owner its key (None: its event is gone from the log)."""
+    def _reported(self, held: HeldKey) -> bool:
+        """Whether a key another row holds is a conflict: not for changes only noted, nor for
+        changes before the read of the table's existing rows (that read saw them, and reported
+        the duplicates among them as existing rows)."""
+        return held.report and held.position[0] >= self._seeded_at.get(held.table, "")
+
+    def _owner_change(self, owner: Owner, held: HeldKey, member: tuple[str, str, str] | None = None) -> Change | None:
+        """The change that gave the owner (of ``held``'s key, in ``member``, a table of another
+        source, if given) its key (None: its event is gone from the log)."""
         if type(owner) is HeldKey:
             return owner.change
-        doc = self._store.event_doc(cast(StoredHolder, owner).event_id)
+        stored = cast(StoredHolder, owner)
+        if is_existing_holder(stored.event_id):
+            source, schema, table = member or (self._source, *held.table)
+            return existing_row_change(source, (schema, table), stored.key, held.names, held.values, stored.event_id)
+        doc = self._store.event_doc(stored.event_id)
         if doc is None:
             return None
         owner_doc = json.loads(doc)
         return change_from_doc(owner_doc, key_text(owner_doc["key"]))
 
     def record(
-        self, conflict: Conflict, schema: str, table: str, position: tuple[str, int], decision: Decision | None = None
+        self,
+        conflict: Conflict,
+        schema: str,
+        table: str,
+        position: tuple[str, int],
+        decision: Decision | None = None,
+        hold: bool = True,
     ) -> str:
         """Store a conflict (inside the event's transaction), decide it by policy unless
-        ``decision`` is given, log it; its id."""
+        ``decision`` is given, log it; its id. Without ``hold`` its key is never held (no change waits on it)."""
         last = conflict.events[-1]
         conflict_id = f"{conflict.type}:{last.event_id}"
         if decision is None:
@@ -301,7 +322,7 @@ class Detector:
             )
             decision = decide(conflict, policy, settings.repair if settings else "off")
         self._store.add_conflict(conflict_id, self._source, conflict, decision.status, decision.resolution)
-        if decision.hold:
+        if decision.hold and hold:
             self._store.hold(self._source, schema, table, conflict.key, conflict_id, position)
         if conflict.severity != "info":
             log.warning(

@@ -6,16 +6,23 @@ row's keys, ``hold`` a key for a row), and before the transaction commits the ba
 settled at once: the holders already stored of the keys it holds are read in one query per
 table and key columns (``lookups``), the noted operations are replayed in order over them
 (``settle``), so that each held key meets exactly the owner it would have met change by
-change, and the outcome is written in two statements. Pure: no I/O here.
+change, and the outcome is written in two statements.
+
+The natural keys of rows that were in a table before cdc are read once (``cdc.ops.seed_keys``)
+and stored with ``existing_holder`` in place of an event id: ``existing_row_change`` is such a
+row as the rules see it, and ``existing_duplicate`` the conflict of two of them holding the
+same key at that read. Pure: no I/O here.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
-from cdc.conflicts.model import Change
+from cdc.conflicts.model import Change, Conflict
+from cdc.conflicts.rules import duplicate_natural_key
 
 Table = tuple[str, str]  # schema, table
 Row = tuple[Table, str]  # table, key
@@ -149,3 +156,53 @@ class NaturalKeyBatch:
         # by values alone: the same values of another table or key taken for a repeat costs a replay, nothing else
         held = cast("list[HeldKey]", self._ops)  # asked only when the batch has no drops
         return len({op.stored[3] for op in held}) == len(held)
+
+
+EXISTING_ROWS = "existing rows"  # the rule of a duplicate found among the rows read before cdc streamed
+_EXISTING = "existing@"
+
+
+def existing_holder(read_at: int) -> str:
+    """The event id stored for a natural key of a row that existed before cdc, read at ``read_at`` (Unix time)."""
+    return f"{_EXISTING}{read_at}"
+
+
+def is_existing_holder(event_id: str) -> bool:
+    return event_id.startswith(_EXISTING)
+
+
+def existing_row_change(
+    source: str, table: Table, key: str, names: tuple[str, ...], values: tuple[Any, ...], holder: str
+) -> Change:
+    """A row read before cdc streamed (``holder`` from ``existing_holder``), as the rules see
+    it: its natural key ``names`` and their values, at the time of that read."""
+    qualified = f"{table[0]}.{table[1]}"
+    read_at = datetime.fromtimestamp(int(holder[len(_EXISTING) :]), UTC)
+    return Change(
+        f"existing:{source}:{qualified}:{key}:{','.join(names)}",  # one per row and natural key, whenever read
+        source,
+        qualified,
+        key,
+        "existing",
+        None,
+        dict(zip(names, values)),
+        read_at,
+        None,
+        EXISTING_ROWS,
+        frozenset(names),
+    )
+
+
+def existing_duplicate(
+    source: str, table: Table, names: tuple[str, ...], values: tuple[Any, ...], owner: str, key: str, holder: str
+) -> Conflict:
+    """Rows ``owner`` and ``key`` both held the natural key when cdc first read the table."""
+    first = existing_row_change(source, table, owner, names, values, holder)
+    second = existing_row_change(source, table, key, names, values, holder)
+    shown = ", ".join(f"{n}={v}" for n, v in zip(names, values))
+    return replace(
+        duplicate_natural_key(second, first, names, values),
+        rule=EXISTING_ROWS,
+        explanation=f"{second.table} {key} has {shown}, which {owner} has too: both rows were there when"
+        f" cdc first read the table's natural keys at {second.commit_ts:%H:%M:%S} UTC",
+    )

@@ -15,6 +15,11 @@ but never synced again. The marker tells which synced rows the member now holds;
 member's last synced row is older than the agreed row (a change of its own came in
 between), the agreed row is sent to it again, so that every member ends equal.
 
+A sync target's positions (``cdc.sync_positions`` in the member) carry the state store's
+identity like every target's: after cdc is set up again with a new state directory, whose
+``sync:`` transactions count from 1 again, the earlier installation's positions are taken
+as absent (``cdc.targets.base``), and its markers, re-read on a member's stream, mark nothing.
+
 The same sync target writes a single source's repaired rows (a lost update's merged row,
 ``repair = "write"``) back into it, unless the row changed again in the meantime.
 """
@@ -314,8 +319,10 @@ class EntitySync:
     # -- echoes ------------------------------------------------------------------------
 
     def echoed(self, member: str, marker: WriteBack) -> None:
-        """The member's stream shows the sync target's write up to the marker's position."""
-        if marker.source != sync_source(member):
+        """The member's stream shows the sync target's write up to the marker's position (not
+        one of another installation, re-read from before cdc was set up again: its position
+        counts in another store's numbering)."""
+        if marker.source != sync_source(member) or not self._store.installation.holds(marker.installation):
             return
         meta_key = f"echoed:{member}"
         stored = self._store.get_meta(meta_key)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 Position = tuple[str, int]
+_SEEDED = "natural_keys_seeded:"  # meta key prefix, then the JSON of [source, schema, table]
 _LOOKUP_CHUNK = 500  # natural key values per holders query (well within SQLite's limit on parameters)
 
 
@@ -75,6 +77,48 @@ class ConflictRecords:
     def drop_natural_keys(self, source: str, schema: str, table: str, key: str) -> None:
         """The row holds no natural key any more."""
         self.write_natural_keys(source, [(schema, table, key)], [])
+
+    def forget_natural_keys(self, source: str, schema: str, table: str) -> None:
+        """No row of the table holds a natural key any more (before its keys are read again)."""
+        self._db.execute(
+            "DELETE FROM natural_key_rows WHERE set_id IN (SELECT set_id FROM natural_key_sets"
+            " WHERE source = ? AND schema_name = ? AND table_name = ?)",
+            (source, schema, table),
+        )
+
+    def natural_key_duplicates(self, source: str, schema: str, table: str) -> Iterator[tuple[str, str, list[str]]]:
+        """Each natural key that several rows of the table hold: (names JSON, values JSON, their keys)."""
+        rows = self._db.execute(
+            "SELECT s.names, n.vals, json_group_array(n.key) FROM natural_key_rows n"
+            " JOIN natural_key_sets s ON s.set_id = n.set_id"
+            " WHERE s.source = ? AND s.schema_name = ? AND s.table_name = ?"
+            " GROUP BY n.set_id, n.vals HAVING count(*) > 1 ORDER BY n.set_id, n.vals",
+            (source, schema, table),
+        )
+        for names, vals, keys in rows:
+            yield names, vals, json.loads(keys)
+
+    def seeded_natural_keys(self, source: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """(schema, table) -> when the natural keys of its rows that existed before cdc were read:
+        ``natural_keys`` (the configuration read), ``position`` (the read's), ``read_at`` (Unix time)."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1", (f"{_SEEDED}[{json.dumps(source)},",)
+        )
+        found = {}
+        for key, value in rows:
+            _, schema, table = json.loads(key[len(_SEEDED) :])
+            found[(schema, table)] = json.loads(value)
+        return found
+
+    def set_seeded_natural_keys(self, source: str, schema: str, table: str, seeded: dict[str, Any] | None) -> None:
+        """Record (None: forget) that the natural keys of the table's existing rows were read."""
+        key = _SEEDED + json.dumps([source, schema, table])
+        if seeded is None:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self._db.execute(
+                "INSERT INTO meta VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2", (key, json.dumps(seeded))
+            )
 
     def add_conflict(self, conflict_id: str, source: str, conflict, status: str, resolution: dict | None) -> None:
         events = [

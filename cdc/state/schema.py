@@ -3,9 +3,17 @@
 A natural key (the key columns ``names`` of a table of a source) is a set, named by a short
 ``set_id``, and ``natural_key_rows`` says which row (``key``) holds which values (``vals``) of
 it, given by which event: a row of a few bytes per held key, which every new row adds.
+
+``meta`` holds the schema version and the store's identity (``installation``, a random UUID,
+and ``installation_upgraded``: whether the store is older than identities), which the
+targets keep with every position they write.
 """
 
-SCHEMA_VERSION = 2  # 2: natural keys by set (``natural_key_rows``), migrated from ``natural_keys``
+# 2: natural keys by set (``natural_key_rows``), migrated from ``natural_keys``. The store's
+# identity (meta ``installation``, ``cdc.state.identity``, made on first open) needs no new
+# version: an older cdc may still use the store, and the positions it writes without the
+# identity are re-applied, never skipped, once this cdc runs again.
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (

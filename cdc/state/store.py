@@ -2,7 +2,8 @@
 
 Holds, per source, the last stored change and the last completely stored transaction
 (with the position to acknowledge for it), the version of every row seen, and the event
-log that targets apply from and ``cdc events`` queries. The daemon is the only writer;
+log that targets apply from and ``cdc events`` queries, and the store's identity, which
+targets keep with their positions (``cdc.state.identity``). The daemon is the only writer;
 ``cdc status`` and ``cdc events`` read concurrently.
 """
 
@@ -19,6 +20,7 @@ from cdc.errors import StateStoreError
 from cdc.model import Event, add_conflict_ids
 from cdc.state.conflict_records import ConflictRecords
 from cdc.state.event_queries import EVENT_COLUMNS, EventQueries, logged_event
+from cdc.state.identity import Installation, ensure_identity, read_identity
 from cdc.state.row_versions import RowVersions
 from cdc.state.schema import SCHEMA as _SCHEMA
 from cdc.state.schema import SCHEMA_VERSION
@@ -61,6 +63,7 @@ class StateStore(ConflictRecords, EventQueries):
                 )
                 self._versions = RowVersions(self._db)
                 self._db.execute("PRAGMA busy_timeout=10000")
+                self.installation: Installation = read_identity(self._db)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -69,8 +72,10 @@ class StateStore(ConflictRecords, EventQueries):
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
+                new_store = self.get_meta("schema_version") is None
                 self._check_schema_version()
                 self._migrate()
+                self.installation = ensure_identity(self._db, new_store)
         except sqlite3.Error as exc:
             raise StateStoreError(f"{self.path}: cannot open the state store: {exc}") from None
         except PermissionError as exc:

@@ -12,8 +12,11 @@ family      value given to the driver
 ==========  =================================================================
 binary      base64 text -> bytes
 json        any value -> its JSON text (numbers keep every digit)
-datetime    ISO timestamp -> naive datetime; an offset-aware one in UTC
-date        ISO date -> date
+datetime    ISO timestamp -> naive datetime; an offset-aware one in UTC; MySQL's zero
+            dates (``0000-00-00``, ``2020-00-15 10:00:00``) as they are
+date        ISO date -> date; MySQL's zero dates as they are
+calendar    (PostgreSQL date/timestamp) ISO text as is; a MySQL zero date, which it
+            cannot hold, -> NULL with a warning naming table, key and column
 time        ISO time, [-]HHH:MM:SS or ISO duration -> "[-]HH:MM:SS[.ffffff]"
 bool        true/false, 0/1, "t"/"f"... -> bool
 bit         integer, bool or "0101" bit string -> int
@@ -28,7 +31,12 @@ array       list -> list (psycopg adapts it; JSON elements become JSON text)
 Load documents with ``load_doc`` so that numbers with a fraction are ``Decimal`` (exact for
 JSON columns and decimals, and ``float(Decimal(repr(x))) == x`` for floats). Every
 converter passes ``None`` through and raises ``ConversionError`` for a value the column
-cannot hold; nothing here does I/O.
+cannot hold; nothing here does I/O but the warning of a zero date stored as NULL. A
+PostgreSQL target also refuses text holding the NUL character (``postgres_converter``).
+
+Why this module is long: it is the one table of conversions, a converter for each family
+and the catalog types of both target databases mapped to them; the families are only
+meaningful together.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -46,6 +55,8 @@ from typing import Any
 from cdc.errors import ConversionError
 from cdc.model import Event
 from cdc.values import load_doc as load_doc
+
+log = logging.getLogger("cdc.targets")
 
 Converter = Callable[[Any], Any]
 
@@ -93,9 +104,30 @@ def _binary(value: Any) -> bytes:
     raise ConversionError(f"{_short(value)} cannot be stored in a binary column")
 
 
+_MYSQL_DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?: \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)?")
+
+
+def is_zero_date(value: Any) -> bool:
+    """Whether ``value`` is MySQL's text of a date no calendar holds (``0000-00-00``,
+    ``2020-00-15 10:00:00``: a zero part, allowed without NO_ZERO_DATE/NO_ZERO_IN_DATE), as
+    events carry it."""
+    match = _MYSQL_DATE_TEXT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return False
+    try:
+        date(*map(int, match.groups()))
+    except ValueError:
+        return True
+    return False
+
+
+class ZeroDate(ConversionError):
+    """A MySQL zero date for a column that cannot hold it (a PostgreSQL date or timestamp)."""
+
+
 def _datetime(value: Any) -> Any:
     if isinstance(value, str):
-        if value.startswith("0000-00-00"):  # MySQL's zero date travels as it is
+        if is_zero_date(value):  # MySQL's zero date travels as it is
             return value
         if value.lstrip("+-").lower() == "infinity":
             raise ConversionError(f"the timestamp {value!r} cannot be stored in a MySQL DATETIME/TIMESTAMP")
@@ -112,7 +144,7 @@ def _datetime(value: Any) -> Any:
 
 def _date(value: Any) -> Any:
     if isinstance(value, str):
-        if value.startswith("0000-00-00"):
+        if is_zero_date(value):
             return value
         try:
             return date.fromisoformat(value)
@@ -294,7 +326,15 @@ def _array_item(item: Any) -> Any:
     return item
 
 
+def _calendar(value: Any) -> Any:
+    """A PostgreSQL date or timestamp: the event's ISO text, which PostgreSQL reads itself."""
+    if is_zero_date(value):
+        raise ZeroDate(f"the MySQL zero date {value!r} has no PostgreSQL date or timestamp")
+    return _text(value)
+
+
 _FAMILIES: dict[str, Converter] = {
+    "calendar": _calendar,
     "binary": _binary,
     "json": dump_json,
     "datetime": _datetime,
@@ -326,18 +366,25 @@ def column_converter(family: str) -> Converter:
     return converter
 
 
-def convert_row(row: Mapping[str, Any], converters: Mapping[str, Converter]) -> dict[str, Any]:
+def convert_row(row: Mapping[str, Any], converters: Mapping[str, Converter], where: str = "") -> dict[str, Any]:
     """Each value through its column's converter (columns without one unchanged).
 
     A ``ConversionError`` names the column: ``column 'price': NaN cannot be stored: ...``.
+    With ``where`` (the table and key, for the log), a zero date that the column cannot hold
+    becomes NULL, with a warning; without, it is an error too (in a key).
     """
     converted = {}
     for name, value in row.items():
         convert = converters.get(name)
         try:
             converted[name] = value if convert is None else convert(value)
+        except ZeroDate as exc:
+            if not where:
+                raise ConversionError(f"column {name!r}: {exc}", column=name) from None
+            log.warning("%s: column %r: %s: stored NULL", where, name, exc)
+            converted[name] = None
         except ConversionError as exc:
-            raise ConversionError(f"column {name!r}: {exc}") from None
+            raise ConversionError(f"column {name!r}: {exc}", column=name) from None
     return converted
 
 
@@ -373,6 +420,7 @@ def mysql_family(data_type: str, column_type: str = "") -> str:
 
 
 _POSTGRES: dict[str, str] = {
+    **dict.fromkeys(["date", "timestamp", "timestamptz"], "calendar"),
     "bytea": "binary",
     "json": "json",
     "jsonb": "json",
@@ -386,12 +434,36 @@ _POSTGRES: dict[str, str] = {
 }
 
 
+def postgres_converter(udt_name: str) -> Converter:
+    """The converter for a PostgreSQL column (``postgres_family``), which also refuses text
+    holding the NUL character: PostgreSQL cannot store it in any text value."""
+    convert = column_converter(postgres_family(udt_name))
+
+    def converter(value: Any) -> Any:
+        converted = convert(value)
+        if _holds_nul(converted):
+            raise ConversionError("PostgreSQL cannot store the NUL character (0x00) in text: remove it from the source")
+        return converted
+
+    converter.__name__ = f"convert_postgres_{udt_name}"
+    return converter
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def postgres_family(udt_name: str) -> str:
     """The family of a PostgreSQL column from its type name (information_schema.columns.udt_name).
 
     Arrays (``_int4``) are ``array``; floats travel as exact text like numerics, since
-    PostgreSQL stores NaN and Infinity; timestamps, dates, times, intervals, uuids, enums and
-    everything else are ``text``: PostgreSQL parses the ISO forms of the events itself.
+    PostgreSQL stores NaN and Infinity; dates and timestamps are ``calendar`` (text, a MySQL
+    zero date NULL); times, intervals, uuids, enums and everything else are ``text``:
+    PostgreSQL parses the ISO forms of the events itself.
     """
     name = udt_name.strip().lower()
     if name.startswith("_"):

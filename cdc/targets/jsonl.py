@@ -1,9 +1,11 @@
 """The ``jsonl`` target: one event per line, appended to a file, fsynced at each checkpoint.
 
 Positions live beside the file in ``<path>.pos`` (written after each fsync, with the
-file's size at that moment). On open, the lines written after that size are read back to
-learn how far the file really got, and a torn last line is cut off, so that a crash never
-writes an event twice.
+file's size at that moment, and the state store's identity). On open, the lines written
+after that size are read back to learn how far the file really got, and a torn last line is
+cut off, so that a crash never writes an event twice. Positions of another installation
+(the state directory deleted and cdc set up again) are taken as absent: the new store's
+events are appended after the old ones, never skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cdc.errors import TargetError
 from cdc.model import Event
 from cdc.problems import Problem
 from cdc.state.store import Position, StateStore
+from cdc.targets.base import warn_foreign
 
 
 class JsonlTarget:
@@ -40,11 +43,16 @@ class JsonlTarget:
             raise TargetError(f"target {self.name}: cannot open {self.path}: {exc.strerror}") from None
 
     def _recover(self) -> None:
-        offset = 0
+        offset, foreign = 0, False
         if self._positions_path.exists():
             saved = json.loads(self._positions_path.read_text())
             offset = saved["offset"]
-            self._positions = {source: (pos[0], pos[1]) for source, pos in saved["positions"].items()}
+            foreign = not self._store.installation.holds(saved.get("installation"))
+            for source, pos in saved["positions"].items():
+                if foreign:
+                    warn_foreign(self.name, source, saved.get("installation"), self._store.installation, "appended")
+                else:
+                    self._positions[source] = (pos[0], pos[1])
         if not self.path.exists():
             return
         with open(self.path, "r+b") as file:
@@ -53,6 +61,9 @@ class JsonlTarget:
             for line in file:
                 if not line.endswith(b"\n"):
                     break
+                if foreign:  # the earlier installation's, kept as they are
+                    good_end += len(line)
+                    continue
                 event_id = json.loads(line)["event_id"]
                 found = self._store.position_of(event_id)
                 if found is None:
@@ -81,6 +92,7 @@ class JsonlTarget:
         os.fsync(self._file.fileno())
         saved = {
             "offset": self._file.tell(),
+            "installation": self._store.installation.id,
             "positions": {source: list(pos) for source, pos in self._positions.items()},
         }
         temp = self._positions_path.with_name(self._positions_path.name + ".tmp")

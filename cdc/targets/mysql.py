@@ -2,7 +2,8 @@
 
 Like the postgres target, every ``apply`` is one transaction holding the batch's rows and,
 in ``position_table`` (default ``cdc.applied_positions``; in MySQL the schema is a
-database), the last applied position per source; a crash leaves both or neither. Rows are
+database), the last applied position per source with the identity of the state store that
+wrote it (``cdc.targets.base``); a crash leaves both or neither. Rows are
 upserted with ``INSERT ... ON DUPLICATE KEY UPDATE`` (so a conflict on *any* unique key of
 the target table updates that row), deleted by key, and a truncate becomes ``DELETE FROM``
 (TRUNCATE would commit on its own). Values always come from the event's JSON document and
@@ -25,9 +26,11 @@ import pymysql
 
 from cdc.config import TargetSettings
 from cdc.dsn import mysql_params, redact_dsn
-from cdc.errors import BadRowError, TargetError
+from cdc.errors import BadRowError, DsnError, TargetError
 from cdc.model import Event
 from cdc.problems import Problem
+from cdc.state.identity import WITHOUT_IDENTITY, Installation
+from cdc.state.store import StateStore
 from cdc.targets.base import DatabaseTarget, consecutive_runs
 from cdc.targets.convert import (
     ConversionError,
@@ -43,6 +46,7 @@ _JSON_CHECK = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)", re.IGNORECASE)
 # Errors that retrying cannot cure, beyond pymysql's IntegrityError, DataError, ProgrammingError
 # and NotSupportedError: unknown column, incorrect value, CHECK failed (MariaDB, MySQL), invalid JSON.
 _FATAL_CODES = {1054, 1292, 1366, 4025, 3819, 3140}
+_DENIED = {1142, 1044}  # the command (ALTER) or the database refused to the account
 _FATAL_CLASSES = (
     pymysql.err.IntegrityError,
     pymysql.err.DataError,
@@ -66,8 +70,10 @@ class _Table:
 
 
 class MysqlTarget(DatabaseTarget):
-    def __init__(self, settings: TargetSettings, marks_writes: bool = False) -> None:
-        super().__init__(settings, marks_writes)
+    def __init__(
+        self, settings: TargetSettings, marks_writes: bool = False, installation: Installation = WITHOUT_IDENTITY
+    ) -> None:
+        super().__init__(settings, marks_writes, installation)
         self._conn: pymysql.connections.Connection | None = None
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._statements: dict[tuple, str] = {}
@@ -90,17 +96,49 @@ class MysqlTarget(DatabaseTarget):
                     f"CREATE TABLE IF NOT EXISTS {self._position_table} ("
                     " target VARCHAR(255) NOT NULL, source VARCHAR(255) NOT NULL, txn_key TEXT NOT NULL,"
                     " seq BIGINT NOT NULL, event_id TEXT NOT NULL,"
-                    " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (target, source))"
-                    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                    " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), installation VARCHAR(64),"
+                    " PRIMARY KEY (target, source)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
                     (),
                 )
-                cur.execute(f"SELECT source, txn_key, seq FROM {self._position_table} WHERE target = %s", (self.name,))
+                self._add_installation_column(cur)
+                cur.execute(
+                    f"SELECT source, txn_key, seq, installation FROM {self._position_table} WHERE target = %s",
+                    (self.name,),
+                )
                 rows = cur.fetchall()
             self._conn.commit()
+        except TargetError:
+            self.close()
+            raise
         except pymysql.MySQLError as exc:
             self.close()
             raise _error(f"target {self.name} ({redact_dsn(self._settings.dsn)})", exc) from None
-        self._positions = {source: (txn_key, int(seq)) for source, txn_key, seq in rows}
+        except DsnError as exc:
+            raise DsnError(f"target {self.name}: {exc}") from None
+        self._take_positions(rows)
+
+    def _add_installation_column(self, cur: pymysql.cursors.Cursor) -> None:
+        """A position table made by a cdc before installation identities gets their column."""
+        schema, table = self._settings.position_table.split(".", 1)
+        cur.execute(
+            "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+            " AND COLUMN_NAME = 'installation'",
+            (schema, table),
+        )
+        if cur.fetchone():
+            return
+        statement = f"ALTER TABLE {self._position_table} ADD COLUMN installation VARCHAR(64)"
+        try:
+            cur.execute(statement, ())
+        except pymysql.MySQLError as exc:
+            if not exc.args or exc.args[0] not in _DENIED:
+                raise
+            raise TargetError(
+                f"target {self.name}: the position table {self._settings.position_table} lacks the column"
+                f" installation, which the cdc user may not add: grant it ALTER on it, or run"
+                f" {statement.replace('%%', '%')!r} as an administrator",
+                fatal=True,
+            ) from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -126,10 +164,11 @@ class MysqlTarget(DatabaseTarget):
                 # transaction's rows are echoes of cdc's own write
                 if record:
                     cur.execute(
-                        f"INSERT INTO {self._position_table} (target, source, txn_key, seq, event_id)"
-                        " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE txn_key = VALUES(txn_key),"
-                        " seq = VALUES(seq), event_id = VALUES(event_id), applied_at = CURRENT_TIMESTAMP(6)",
-                        (self.name, source, last.txn_key, last.seq, last.event_id),
+                        f"INSERT INTO {self._position_table} (target, source, txn_key, seq, event_id, installation)"
+                        " VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE txn_key = VALUES(txn_key),"
+                        " seq = VALUES(seq), event_id = VALUES(event_id), installation = VALUES(installation),"
+                        " applied_at = CURRENT_TIMESTAMP(6)",
+                        (self.name, source, last.txn_key, last.seq, last.event_id, self._installation.id),
                     )
                 for statement, params in consecutive_runs(actions):
                     cur.executemany(statement, params)
@@ -276,8 +315,8 @@ def _error(where: str, exc: pymysql.MySQLError) -> TargetError:
     return TargetError(f"{where}: {text}", fatal=fatal)
 
 
-def make(settings: TargetSettings, store: object, marks_writes: bool = False) -> MysqlTarget:
-    return MysqlTarget(settings, marks_writes)
+def make(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> MysqlTarget:
+    return MysqlTarget(settings, marks_writes, store.installation)
 
 
 def check(settings: TargetSettings) -> list[Problem]:

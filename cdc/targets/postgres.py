@@ -1,14 +1,18 @@
 """The ``postgres`` target: upserts and deletes by key, batched, position in the same transaction.
 
 Every batch runs in one transaction that also records, in ``position_table``
-(default ``cdc.applied_positions``), the last applied position per source; a crash
-therefore leaves either the whole batch with its position or neither. Values from a
-PostgreSQL source travel in their text form, untouched, and the server casts them to the
-target column's type. Events without that text form (from a MySQL source) carry the
-values of their JSON document, converted by the target column's type
-(``cdc.targets.convert``: base64 to bytea, JSON to json text, lists to arrays...), read
-once per table from information_schema. Target tables must exist with a primary key or
-unique index on the key columns; ``table_map`` and ``column_map`` rename tables and columns.
+(default ``cdc.applied_positions``), the last applied position per source with the
+identity of the state store that wrote it (``cdc.targets.base``); a crash therefore leaves
+either the whole batch with its position or neither. Values from a
+PostgreSQL source travel in their text form, untouched, and the server reads them with the
+input function of the target column's type, as its own logical replication does (a key's
+values cast to that type, ``cdc.targets.postgres_sql``). Events without that text form (from
+a MySQL source) carry the values of their JSON document, converted by the target column's
+type (``cdc.targets.convert``: base64 to bytea, JSON to json text, lists to arrays...); a
+value no column can hold (text with a NUL) is a ``BadRowError`` naming the table, the event
+and the column. Column types are read once per table from the catalog. Target tables must
+exist with a primary key or unique index on the key columns; ``table_map`` and
+``column_map`` rename tables and columns.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from cdc.errors import BadRowError, DsnError, TargetError
 from cdc.logs import one_line
 from cdc.model import SYNC_MESSAGE_PREFIX, Event, WriteBack
 from cdc.problems import Problem
+from cdc.state.identity import WITHOUT_IDENTITY, Installation
+from cdc.state.store import StateStore
 from cdc.targets.base import DatabaseTarget, consecutive_runs
 from cdc.targets.convert import (
     ConversionError,
@@ -32,7 +38,15 @@ from cdc.targets.convert import (
     column_converter,
     convert_row,
     old_key_and_after,
-    postgres_family,
+    postgres_converter,
+)
+from cdc.targets.postgres_sql import (
+    COLUMNS_SQL,
+    Merge,
+    delete_statement,
+    merge_statements,
+    truncate_statement,
+    upsert_statement,
 )
 
 COPY_ROWS = 2  # upserts of one table in a row, at least, that go through a staging table
@@ -42,30 +56,27 @@ COPY_ROWS = 2  # upserts of one table in a row, at least, that go through a stag
 class _Action:
     statement: sql.Composed
     params: tuple[Any, ...]
-    merge: _Merge | None = None  # how a run of it goes set-based (upserts)
+    merge: Merge | None = None  # how a run of it goes set-based (upserts)
 
 
 @dataclass(frozen=True, slots=True)
-class _Merge:
-    """How a run of upserts of one table and set of columns goes in set-based: COPY into a
-    staging table with the target columns' types, then one INSERT ... SELECT ... ON CONFLICT
-    (a set holds each key once)."""
+class _Column:
+    """A column of a target table: its type as a cast names it, and the converter of JSON values."""
 
-    create: sql.Composed
-    copy: sql.Composed
-    merge: sql.Composed
-    empty: sql.Composed
-    key_positions: tuple[int, ...]
+    type: str
+    convert: Converter
 
 
 class PostgresTarget(DatabaseTarget):
-    def __init__(self, settings: TargetSettings, marks_writes: bool = False) -> None:
-        super().__init__(settings, marks_writes)
+    def __init__(
+        self, settings: TargetSettings, marks_writes: bool = False, installation: Installation = WITHOUT_IDENTITY
+    ) -> None:
+        super().__init__(settings, marks_writes, installation)
         self._conn: psycopg.Connection | None = None
         self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self._statements: dict[tuple, sql.Composed] = {}
-        self._converters: dict[str, dict[str, Converter]] = {}  # target table -> column -> converter
-        self._upserts: dict[tuple, tuple[sql.Composed, _Merge | None]] = {}  # each with its set-based form
+        self._columns: dict[str, dict[str, _Column]] = {}  # target table -> its columns
+        self._upserts: dict[tuple, tuple[sql.Composed, Merge | None]] = {}  # each with its set-based form
         schema, table = settings.position_table.split(".", 1)
         self._position_table = sql.Identifier(schema, table)
         self._position_schema = sql.Identifier(schema)
@@ -85,17 +96,43 @@ class PostgresTarget(DatabaseTarget):
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (target text NOT NULL, source text NOT NULL,"
                     " txn_key text NOT NULL, seq bigint NOT NULL, event_id text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target, source))"
+                    " applied_at timestamptz NOT NULL DEFAULT now(), installation text, PRIMARY KEY (target, source))"
                 ).format(self._position_table)
             )
+            self._add_installation_column()
             rows = self._conn.execute(
-                sql.SQL("SELECT source, txn_key, seq FROM {} WHERE target = %s").format(self._position_table),
+                sql.SQL("SELECT source, txn_key, seq, installation FROM {} WHERE target = %s").format(
+                    self._position_table
+                ),
                 (self.name,),
             ).fetchall()
         except psycopg.Error as exc:
             self.close()
             raise TargetError(f"target {self.name} ({redact_dsn(self._settings.dsn)}): {one_line(exc)}") from None
-        self._positions = {source: (txn_key, seq) for source, txn_key, seq in rows}
+        except DsnError as exc:
+            raise DsnError(f"target {self.name}: {exc}") from None
+        self._take_positions(rows)
+
+    def _add_installation_column(self) -> None:
+        """A position table made by a cdc before installation identities gets their column."""
+        assert self._conn is not None
+        schema, table = self._settings.position_table.split(".", 1)
+        if self._conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
+            " AND column_name = 'installation'",
+            (schema, table),
+        ).fetchone():
+            return
+        statement = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS installation text").format(self._position_table)
+        try:
+            self._conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            self.close()
+            raise TargetError(
+                f"target {self.name}: the position table {self._settings.position_table} lacks the column"
+                f" installation, which the cdc user may not add: run {statement.as_string()!r} as the table's owner",
+                fatal=True,
+            ) from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -115,7 +152,7 @@ class PostgresTarget(DatabaseTarget):
             actions = [action for event in events for action in self._actions(event)]
             with self._conn.transaction(), self._conn.cursor() as cur:
                 if self._marks_writes and record:  # first, so that the source's stream knows the rows as echoes
-                    marker = WriteBack(self.name, source, last.txn_key, last.seq)
+                    marker = WriteBack(self.name, source, last.txn_key, last.seq, self._installation.id)
                     cur.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SYNC_MESSAGE_PREFIX, marker.to_json()))
                 for (statement, merge), params in consecutive_runs(((a.statement, a.merge), a.params) for a in actions):
                     if merge is not None and len(params) >= COPY_ROWS:
@@ -126,11 +163,12 @@ class PostgresTarget(DatabaseTarget):
                     return
                 cur.execute(
                     sql.SQL(
-                        "INSERT INTO {} (target, source, txn_key, seq, event_id) VALUES (%s, %s, %s, %s, %s)"
-                        " ON CONFLICT (target, source) DO UPDATE SET txn_key = EXCLUDED.txn_key,"
-                        " seq = EXCLUDED.seq, event_id = EXCLUDED.event_id, applied_at = now()"
+                        "INSERT INTO {} (target, source, txn_key, seq, event_id, installation)"
+                        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (target, source) DO UPDATE SET"
+                        " txn_key = EXCLUDED.txn_key, seq = EXCLUDED.seq, event_id = EXCLUDED.event_id,"
+                        " installation = EXCLUDED.installation, applied_at = now()"
                     ).format(self._position_table),
-                    (self.name, source, last.txn_key, last.seq, last.event_id),
+                    (self.name, source, last.txn_key, last.seq, last.event_id, self._installation.id),
                 )
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise TargetError(f"target {self.name}: {one_line(exc)}") from None
@@ -138,11 +176,9 @@ class PostgresTarget(DatabaseTarget):
             raise BadRowError(f"target {self.name}: {one_line(exc)}") from None
         except psycopg.Error as exc:  # the data or the target's tables are wrong: retrying cannot help
             raise TargetError(f"target {self.name}: {one_line(exc)}", fatal=True) from None
-        except ConversionError as exc:
-            raise TargetError(f"target {self.name}: {exc}", fatal=True) from None
         self._positions[source] = (last.txn_key, last.seq)
 
-    def _merge(self, cur: psycopg.Cursor, merge: _Merge, statement: sql.Composed, rows: list[tuple[Any, ...]]) -> None:
+    def _merge(self, cur: psycopg.Cursor, merge: Merge, statement: sql.Composed, rows: list[tuple[Any, ...]]) -> None:
         """Upsert ``rows`` set-based, each once and a key's rows in their order (a trigger on the
         target sees every change, as one by one); one by one after all if another unique index
         of the table refuses a set (where the order of the rows decides)."""
@@ -173,7 +209,7 @@ class PostgresTarget(DatabaseTarget):
             return []
         table, columns = self._table(event.source, event.schema, event.table)
         if event.op == "truncate":
-            return [_Action(sql.SQL("TRUNCATE {}").format(_identifier(table)), ())]
+            return [_Action(truncate_statement(table), ())]
         key, after = self._images(event, table, columns)
         actions = []
         old_key = key
@@ -189,12 +225,8 @@ class PostgresTarget(DatabaseTarget):
         cache_key = ("delete", table, names)
         statement = self._statements.get(cache_key)
         if statement is None:
-            condition = sql.SQL(" AND ").join(
-                sql.SQL("{} = %s").format(sql.Identifier(columns.get(n, n))) for n in names
-            )
-            statement = self._statements[cache_key] = sql.SQL("DELETE FROM {} WHERE {}").format(
-                _identifier(table), condition
-            )
+            types = {name: column.type for name, column in self._target_columns(table).items()}
+            statement = self._statements[cache_key] = delete_statement(table, [columns.get(n, n) for n in names], types)
         return _Action(statement, tuple(key.values()))
 
     def _upsert(self, table: str, columns: dict[str, str], key_names: list[str], after: dict[str, Any]) -> _Action:
@@ -202,53 +234,13 @@ class PostgresTarget(DatabaseTarget):
         cache_key = (table, names, tuple(key_names))
         found = self._upserts.get(cache_key)
         if found is None:
-            target_names = [sql.Identifier(columns.get(n, n)) for n in names]
-            keys = [sql.Identifier(columns.get(n, n)) for n in key_names]
-            updates = [
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(columns.get(n, n)))
-                for n in names
-                if n not in key_names
-            ]
-            conflict = (
-                sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates else sql.SQL("DO NOTHING")
-            )
-            statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-                _identifier(table),
-                sql.SQL(", ").join(target_names),
-                sql.SQL(", ").join(sql.Placeholder() * len(names)),
-                sql.SQL(", ").join(keys),
-                conflict,
-            )
-            merge = (
-                self._set_based(table, target_names, keys, conflict, names, key_names)
-                if all(n in names for n in key_names)
-                else None
-            )
+            targets = [columns.get(n, n) for n in names]
+            keys = [columns.get(n, n) for n in key_names]
+            statement = upsert_statement(table, targets, keys)
+            stage = f"cdc_stage_{len(self._upserts)}"
+            merge = merge_statements(stage, table, targets, keys) if all(n in names for n in key_names) else None
             found = self._upserts[cache_key] = (statement, merge)
         return _Action(found[0], tuple(after.values()), found[1])
-
-    def _set_based(
-        self,
-        table: str,
-        target_names: list[sql.Identifier],
-        keys: list[sql.Identifier],
-        conflict: sql.Composable,
-        names: tuple[str, ...],
-        key_names: list[str],
-    ) -> _Merge:
-        stage = sql.Identifier(f"cdc_stage_{len(self._upserts)}")
-        columns = sql.SQL(", ").join(target_names)
-        return _Merge(
-            create=sql.SQL(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
-            ).format(stage, columns, _identifier(table)),
-            copy=sql.SQL("COPY {} ({}) FROM STDIN").format(stage, columns),
-            merge=sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-                _identifier(table), columns, columns, stage, sql.SQL(", ").join(keys), conflict
-            ),
-            empty=sql.SQL("TRUNCATE {}").format(stage),
-            key_positions=tuple(names.index(n) for n in key_names),
-        )
 
     def _images(
         self, event: Event, table: str, columns: dict[str, str]
@@ -261,29 +253,29 @@ class PostgresTarget(DatabaseTarget):
         if event.native is not None and event.native.get("key") is not None:
             return event.native["key"], event.native["after"]
         key, after = old_key_and_after(event)
-        converters = self._column_converters(table)
+        converters = {name: column.convert for name, column in self._target_columns(table).items()}
         by_source = {name: converters.get(columns.get(name, name), _TEXT) for name in [*key, *(after or ())]}
         try:
             key = convert_row(key, by_source)
             if after is not None:
-                after = convert_row(after, by_source)
+                after = convert_row(after, by_source, f"target {self.name}: table {table}: key {event.key_json}")
         except ConversionError as exc:
             raise BadRowError(
-                f"target {self.name}: table {table}: event {event.event_id}: {exc}", event.event_id
+                f"target {self.name}: table {table}: event {event.event_id}: {exc}",
+                event.event_id,
+                exc.column,
             ) from None
         return key, after
 
-    def _column_converters(self, table: str) -> dict[str, Converter]:
-        found = self._converters.get(table)
+    def _target_columns(self, table: str) -> dict[str, _Column]:
+        """The target table's columns, read from the catalog once (none: it does not exist)."""
+        found = self._columns.get(table)
         if found is None:
             assert self._conn is not None
-            schema, name = table.split(".", 1)
-            rows = self._conn.execute(
-                "SELECT column_name, udt_name FROM information_schema.columns"
-                " WHERE table_schema = %s AND table_name = %s",
-                (schema, name),
-            ).fetchall()
-            found = self._converters[table] = {column: column_converter(postgres_family(udt)) for column, udt in rows}
+            rows = self._conn.execute(COLUMNS_SQL, table.split(".", 1)).fetchall()
+            found = self._columns[table] = {
+                column: _Column(cast, postgres_converter(udt)) for column, cast, udt in rows
+            }
         return found
 
     def _table(self, source: str, schema: str, table: str) -> tuple[str, dict[str, str]]:
@@ -314,12 +306,8 @@ def _unique_runs(rows: list[tuple[Any, ...]], key_positions: tuple[int, ...]) ->
     return runs
 
 
-def _identifier(qualified: str) -> sql.Identifier:
-    return sql.Identifier(*qualified.split(".", 1))
-
-
-def make(settings: TargetSettings, store: object, marks_writes: bool = False) -> PostgresTarget:
-    return PostgresTarget(settings, marks_writes)
+def make(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> PostgresTarget:
+    return PostgresTarget(settings, marks_writes, store.installation)
 
 
 def check(settings: TargetSettings) -> list[Problem]:

@@ -4,7 +4,8 @@
 daemon's lag and throughput; ``detail`` shows the competing writes side by side, every
 column of their rows with the ones that differ highlighted, and the three ways to resolve:
 keep one write's row, merge, or edit the row (a form posting to ``/conflicts/<id>/resolve``,
-handled by the same code as ``cdc conflicts resolve``).
+handled by the same code as ``cdc conflicts resolve``). Each form carries the session's CSRF
+token (``cdc.web.guard``) in a hidden field.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from cdc.web.guard import CSRF_FIELD
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -58,8 +61,10 @@ status <select name='status'><option value=''>any</option>{options}</select> <bu
     )
 
 
-def detail(record: dict[str, Any], docs: list[dict[str, Any] | None], message: str = "") -> bytes:
-    """One conflict: its writes side by side (``docs``: their event documents, None if pruned)."""
+def detail(record: dict[str, Any], docs: list[dict[str, Any] | None], csrf: str, message: str = "") -> bytes:
+    """One conflict: its writes side by side (``docs``: their event documents, None if pruned).
+
+    ``csrf`` is the page session's token, sent back with each resolving form."""
     present = [d for d in docs if d is not None]
     columns: list[str] = list(record["fields"])
     for doc in present:
@@ -81,8 +86,10 @@ def detail(record: dict[str, Any], docs: list[dict[str, Any] | None], message: s
         cells = "".join(f"<td class='{'differs' if differs else ''}'><pre>{_value(v)}</pre></td>" for v in values)
         body_rows.append(f"<tr data-column='{escape(name)}'><th>{escape(name)}</th>{cells}</tr>")
     target = f"/conflicts/{quote(record['id'], safe='')}/resolve"
+    # each resolving form's attributes, closed by its hidden CSRF field
+    post = f"method='post' action='{target}'><input type='hidden' name='{CSRF_FIELD}' value='{escape(csrf)}'"
     keep = "".join(
-        f"<form class='inline' method='post' action='{target}'><input type='hidden' name='keep'"
+        f"<form class='inline' {post}><input type='hidden' name='keep'"
         f" value='{escape(e['event_id'])}'><button name='action' value='keep'>keep {escape(e['event_id'])}</button>"
         f"</form> "
         for e in record["events"]
@@ -100,9 +107,9 @@ def detail(record: dict[str, Any], docs: list[dict[str, Any] | None], message: s
 {f"<p id='message'>{escape(message)}</p>" if message else ""}
 <table id='writes'><tr><th>column</th>{heads}</tr>{"".join(body_rows)}</table>
 <h2>Resolve</h2>
-<p>{keep}<form class='inline' method='post' action='{target}'><button name='action' value='merge'>merge</button>
+<p>{keep}<form class='inline' {post}><button name='action' value='merge'>merge</button>
 </form></p>
-<form method='post' action='{target}'><p>edit the row:</p>
+<form {post}><p>edit the row:</p>
 <textarea name='row'>{_value(latest) if latest is not None else ""}</textarea><br>
 <button name='action' value='row'>save this row</button></form>""",
     )

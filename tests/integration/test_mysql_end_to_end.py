@@ -7,7 +7,7 @@ import json
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from tests.helpers import CdcSetup, MysqlCdcSetup
+from tests.helpers import CdcSetup, MysqlCdcSetup, add_mysql_mirror
 
 TYPES = """CREATE TABLE customers (
     id BIGINT UNSIGNED PRIMARY KEY, small SMALLINT, whole INT, neg BIGINT, amount DECIMAL(40,20),
@@ -34,18 +34,7 @@ def _json(text: str | None):
 def test_mariadb_every_type_to_postgres_mysql_and_jsonl(mariadb_server, pg_server, tmp_path):
     erp = MysqlCdcSetup(mariadb_server, pg_server, tmp_path, [TYPES], ["customers"], target_sql=PG_TARGET)
     mirror = f"{erp.source_db}_mirror"
-    with erp.mysql() as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{mirror}`")
-        cur.execute(f"USE `{mirror}`")
-        cur.execute(TYPES)
-    with erp.config.open("a") as config:
-        config.write(f"""
-[[targets]]
-name = "mirror"
-kind = "mysql"
-dsn = "{mariadb_server.dsn(mirror)}"
-table_map = {{ "{erp.source_db}.customers" = "{mirror}.customers" }}
-""")
+    add_mysql_mirror(erp, mariadb_server, mirror, TYPES, {f"{erp.source_db}.customers": "customers"})
     erp.setup()
     erp.execute(
         "SET time_zone = '+00:00'",

@@ -205,7 +205,7 @@ def test_restart_forgets_the_relations_and_the_transaction():
     feed(translate, frame(begin()), frame(relation()))
     translate.restart()
     assert not translate.in_transaction
-    with pytest.raises(KeyError):
+    with pytest.raises(SourceError, match="an insert of relation 16391 came before its Relation message"):
         feed(translate, frame(insert(row(*ROW_1))))
 
 

@@ -11,7 +11,8 @@ rebuilds the reader from the last acknowledged position, and the pipeline still 
 anything at or before a stored position. The server's heartbeats (``slave_heartbeat``) keep
 the position moving while the captured tables are idle. What each event becomes (row
 changes, positions, ``Idle``) is ``cdc.sources.mysql.translate``'s part, without I/O; this
-module runs the reader and describes tables from the server for it.
+module runs the reader and describes tables from the server for it, and at start names the
+captured tables the server does not have.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from cdc.dsn import DsnError, mysql_params, redact_dsn
 from cdc.logs import one_line
 from cdc.model import TxnCommit
 from cdc.sources.base import SourceError, SourceItem
-from cdc.sources.mysql import positions
+from cdc.sources.mysql import decoding, positions
 from cdc.sources.mysql.server import is_mariadb
 from cdc.sources.mysql.translate import EVENTS, SYNC_TABLE, Translator
 
@@ -113,13 +114,29 @@ class MysqlSource:
             )
         self._check_not_purged(resume_position)
         kind = positions.kind_of(resume_position) if resume_position else "mariadb_gtid"
+        missing = self._missing_tables()
         self._stream = self._reader(resume_position, kind)
-        self._translator.restart(resume_position, self.is_mariadb, self._binlog_end() if drain else None)
+        end = self._binlog_end() if drain or missing else None
+        self._translator.restart(resume_position, self.is_mariadb, end if drain else None, missing, end)
         log.info(
             "streaming the binlog from %s",
             resume_position or "its start",
             extra={"source": self.name, "position": resume_position},
         )
+
+    def _missing_tables(self) -> set[tuple[str, str]]:
+        """The captured tables the server does not have (the translator stops on those whose
+        rows the binlog does not hold: a table dropped while cdc was behind still streams)."""
+        assert self._ctl is not None
+        if not self._captured:
+            return set()
+        with self._ctl.cursor() as cur:
+            cur.execute(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN %s",
+                (sorted({schema for schema, _ in self._captured}),),
+            )
+            found = {(schema, table) for schema, table in cur.fetchall()}
+        return self._captured - found
 
     def _check_not_purged(self, position: str) -> None:
         try:
@@ -134,6 +151,7 @@ class MysqlSource:
             )
 
     def _reader(self, position: str, kind: str) -> BinLogStreamReader:
+        decoding.install()  # latin1 and zero dates as MariaDB gives them
         params = {k: v for k, v in self._params().items() if k != "database"}
         options: dict[str, Any] = dict(
             connection_settings=params,

@@ -6,12 +6,17 @@ captured table, ``WriteBack`` for the marker row cdc's sync target writes, and `
 where the position may move on without a transaction (heartbeats, transactions of other
 tables, the drain target). It keeps what that takes between events: the current binlog
 file, the transaction being read, the GTIDs seen, the resume position and each table's
-primary key and value converters. A table's description comes from the injected
-``describe`` callable, called once per table until a DDL statement clears the cache.
+primary key and value converters. A table's primary key is the one its table map event
+carries (``binlog_row_metadata = FULL``), else the injected ``describe``'s (today's catalog,
+which also names its JSON columns), called once per table until a DDL statement clears the
+cache. The rows of a table dropped since they were written are applied with the binlog's key,
+or skipped with a warning when it has none. Whatever an event holds, the only error is a
+one-line ``SourceError``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +38,7 @@ from pymysqlreplication.row_event import (
 )
 
 from cdc.errors import SourceError
+from cdc.logs import one_line
 from cdc.model import (
     SYNC_POSITION_TABLE,
     Idle,
@@ -44,6 +50,8 @@ from cdc.model import (
 from cdc.sources.base import SourceItem
 from cdc.sources.mysql import positions
 from cdc.sources.mysql.values import column_converters, convert_row
+
+log = logging.getLogger("cdc.source.mysql")
 
 SYNC_TABLE = tuple(SYNC_POSITION_TABLE.split(".", 1))
 EVENTS = [
@@ -58,14 +66,17 @@ EVENTS = [
     DeleteRowsEvent,
 ]  # what the reader must hand out
 _ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+# what an event whose attributes are not what a well-formed binlog gives makes the translation raise
+_EVENT_ERRORS = (ValueError, LookupError, TypeError, AttributeError, ArithmeticError, OSError)
 
-# (schema, table) -> the primary key's columns, and every column with its data type (see stream.describe_table)
+# (schema, table) -> the primary key's columns, and every column with its data type (see stream.describe_table);
+# no columns: the table does not exist
 Describe = Callable[[str, str], tuple[list[str], list[tuple[str, str]]]]
 
 
 @dataclass(slots=True)
 class _Table:
-    key: list[str]
+    key: list[str]  # empty: the table was dropped and the binlog has no key for it; its rows are skipped
     json_columns: set[str]
     converters: dict[int, dict[str, Callable[[Any], Any]]]  # per table_id (the column layout)
 
@@ -96,16 +107,27 @@ class Translator:
         self._gtids: dict[int, str] = {}
         self._drain_target: tuple[int, int] | None = None
         self._is_mariadb = False
+        self._missing: set[tuple[str, str]] = set()
+        self._backlog_end: tuple[int, int] | None = None
 
     @property
     def position(self) -> str:
         """The resume position after the last transaction read."""
         return self._position
 
-    def restart(self, position: str, is_mariadb: bool, drain_target: tuple[int, int] | None = None) -> None:
+    def restart(
+        self,
+        position: str,
+        is_mariadb: bool,
+        drain_target: tuple[int, int] | None = None,
+        missing: set[tuple[str, str]] | None = None,
+        backlog_end: tuple[int, int] | None = None,
+    ) -> None:
         """Streaming (re)starts at ``position``; ``drain_target``: the binlog's (file number, offset) end for --drain.
 
-        The current binlog file is kept: the reader's first event is a rotate to it anyway.
+        ``missing``: captured tables absent from the catalog; one whose rows the binlog does not
+        hold up to ``backlog_end`` (its end at start) is a fatal error there. The current binlog
+        file is kept: the reader's first event is a rotate to it anyway.
         """
         self.reset()
         self._is_mariadb = is_mariadb
@@ -113,6 +135,8 @@ class Translator:
         kind = positions.kind_of(position) if position else "mariadb_gtid"
         self._gtids = positions.mariadb_gtids(position) if kind == "mariadb_gtid" else {}
         self._drain_target = drain_target
+        self._missing = set(missing or ())
+        self._backlog_end = backlog_end
 
     def reset(self) -> None:
         """Forget the transaction being read and the table descriptions (the stream is closed)."""
@@ -121,6 +145,16 @@ class Translator:
 
     def handle(self, event: Any, items: list[SourceItem]) -> bool:
         """Turn one binlog event into items; True for a heartbeat (the stream is idle)."""
+        try:
+            return self._handle(event, items)
+        except _EVENT_ERRORS as exc:
+            raise SourceError(
+                f"{self._where}: cannot read the binlog's {type(event).__name__} after {self._position or 'its start'}:"
+                f" {one_line(exc)}",
+                fatal=True,
+            ) from None
+
+    def _handle(self, event: Any, items: list[SourceItem]) -> bool:
         kind = type(event)
         if kind in _ROW_EVENTS:
             if (event.schema, event.table) in self._captured and self._pending is not None:
@@ -173,16 +207,27 @@ class Translator:
         for row in event.rows:
             values = row.get("after_values") or row.get("values") or {}
             if _text(values.get("target", "")) == self._sync_target_name:
+                if not {"source", "txn_key", "seq"} <= values.keys():
+                    raise ValueError(f"a row of {'.'.join(SYNC_TABLE)} lacks one of source, txn_key, seq")
                 self._begin(items)
+                installation = values.get("installation")  # the state store that wrote it
                 items.append(
                     WriteBack(
-                        _text(values["target"]), _text(values["source"]), _text(values["txn_key"]), int(values["seq"])
+                        _text(values["target"]),
+                        _text(values["source"]),
+                        _text(values["txn_key"]),
+                        int(values["seq"]),
+                        None if installation is None else _text(installation),
                     )
                 )
 
     def _rows(self, event: Any, items: list[SourceItem]) -> None:
+        if self._missing:
+            self._missing.discard((event.schema, event.table))
+        table = self._table(event)
+        if not table.key:
+            return
         self._begin(items)
-        table = self._table(event.schema, event.table)
         converters = table.converters.get(event.table_id)
         if converters is None:
             converters = table.converters[event.table_id] = column_converters(event.columns, table.json_columns)
@@ -220,15 +265,33 @@ class Translator:
         self._idle((positions.binlog_file_number(self._file), event.packet.log_pos), items, force=not pending.begun)
 
     def _idle(self, reached: tuple[int, int], items: list[SourceItem], force: bool = True) -> None:
+        if self._missing and self._backlog_end is not None and reached >= self._backlog_end:
+            schema, table = sorted(self._missing)[0]
+            raise SourceError(
+                f"{self._where}: table {schema}.{table} does not exist: create it, or remove"
+                f" '{schema}.{table}' from 'tables'",
+                fatal=True,
+            )
         drained = self._drain_target is not None and reached >= self._drain_target
         if force or drained:
             items.append(Idle(self._position, "drained" if drained else ""))
 
-    def _table(self, schema: str, table: str) -> _Table:
+    def _table(self, event: Any) -> _Table:
+        schema, table = event.schema, event.table
         found = self._tables.get((schema, table))
         if found is not None:
             return found
-        key, columns = self._describe(schema, table)
+        catalog_key, columns = self._describe(schema, table)
+        key = [column.name for column in event.columns if getattr(column, "is_primary", False)] or catalog_key
+        if not columns:  # dropped since this event was written
+            where = self._pending.position if self._pending is not None else self._position
+            if key:
+                what = f"its rows are applied with the binlog's primary key {key}"
+            else:
+                what = "the binlog holds no primary key for it: its rows are skipped"
+            log.warning("%s: table %s.%s was dropped: %s (at %s)", self._where, schema, table, what, where)
+            found = self._tables[(schema, table)] = _Table(key, set(), {})
+            return found
         if not key:
             raise SourceError(
                 f"{self._where}: table {schema}.{table} has no primary key: add one "

@@ -3,6 +3,9 @@
 The library hands out TIMESTAMP as a naive UTC datetime, BIT as a string of bits, SET as a
 Python set (``None`` when empty), TIME as a timedelta, and MariaDB's JSON (a LONGTEXT
 with a ``json_valid`` check) as plain text; these are made exact and unambiguous here.
+A date with a zero part (``0000-00-00``, ``2020-00-15 10:00:00``), which no Python type
+holds, is ``Verbatim`` text exactly as MariaDB prints it, from the binlog (see
+``cdc.sources.mysql.decoding``) and from a SELECT alike.
 """
 
 from __future__ import annotations
@@ -16,10 +19,36 @@ from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 from cdc.values import RawJson, Verbatim
 
 _DAY = timedelta(days=1)
+_EPOCH = datetime(1970, 1, 1)
+
+
+def datetime_text(day: str, hour: int, minute: int, second: int, microsecond: int, fsp: int) -> str:
+    """A DATETIME or TIMESTAMP as MariaDB prints it, with ``fsp`` digits of fraction."""
+    text = f"{day} {hour:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{microsecond:06d}"[: len(text) + 1 + fsp] if fsp else text
 
 
 def _timestamp(value: Any) -> Any:
-    return value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
+    """A naive UTC datetime made aware; MariaDB's zero TIMESTAMP (from a SELECT) kept as its text."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC)
+    return _zero_date(value)
+
+
+def _zero_date(value: Any) -> Any:
+    """A DATE/DATETIME a SELECT gives as text (pymysql does for a zero part: ``0000-00-00``)."""
+    return Verbatim(value) if isinstance(value, str) else value
+
+
+def _binlog_timestamp(fsp: int) -> Callable[[Any], Any]:
+    """TIMESTAMP from the binlog: MariaDB stores its zero as the epoch, which no other
+    TIMESTAMP can be (they start at 1970-01-01 00:00:01 UTC)."""
+    zero = Verbatim(datetime_text("0000-00-00", 0, 0, 0, 0, fsp))
+
+    def convert(value: Any) -> Any:
+        return zero if value == _EPOCH else _timestamp(value)
+
+    return convert
 
 
 def _bit(value: Any) -> Any:
@@ -50,8 +79,6 @@ def _json_text(value: Any) -> Any:
 
 
 _BY_TYPE: dict[int, Callable[[Any], Any]] = {
-    FIELD_TYPE.TIMESTAMP: _timestamp,
-    FIELD_TYPE.TIMESTAMP2: _timestamp,
     FIELD_TYPE.BIT: _bit,
     FIELD_TYPE.SET: _set,
     FIELD_TYPE.TIME: _time,
@@ -65,6 +92,8 @@ def column_converters(columns: list[Any], json_columns: set[str]) -> dict[str, C
     for column in columns:
         if column.name in json_columns:
             converters[column.name] = _json_text
+        elif column.type in (FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2):
+            converters[column.name] = _binlog_timestamp(getattr(column, "fsp", None) or 0)
         elif column.type in _BY_TYPE:
             converters[column.name] = _BY_TYPE[column.type]
     return converters
@@ -82,6 +111,8 @@ def _set_text(value: Any) -> Any:
 
 _BY_DATA_TYPE: dict[str, Callable[[Any], Any]] = {
     "timestamp": _timestamp,
+    "date": _zero_date,
+    "datetime": _zero_date,
     "bit": _bit_bytes,
     "set": _set_text,
     "time": _time,

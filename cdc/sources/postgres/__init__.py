@@ -73,11 +73,7 @@ def setup(
     say: Callable[[str], None],
 ) -> None:
     """Create the publication and the slot (``cdc setup``), or only print the statements."""
-    import psycopg
-
     from cdc.dsn import redact_dsn
-    from cdc.errors import SourceError
-    from cdc.logs import one_line
     from cdc.sources.postgres import admin
 
     statements = admin.setup_statements(conn, settings)
@@ -88,14 +84,7 @@ def setup(
         if not statements:
             say("-- nothing to do: publication and slot exist")
         return
-    for statement in statements:
-        try:
-            conn.execute(statement)
-        except psycopg.Error as exc:
-            raise SourceError(
-                f"source {settings.name}: {statement.as_string(conn)} failed: {one_line(exc)}", fatal=True
-            ) from None
-        say(f"[{settings.name}] {statement.as_string(conn)}")
+    admin.run_statements(conn, settings, statements, say)
     if not statements:
         say(f"[{settings.name}] nothing to do: publication and slot exist")
 

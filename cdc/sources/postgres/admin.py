@@ -2,11 +2,14 @@
 
 Every problem found comes with the SQL (or setting) that fixes it; ``setup_statements``
 is the idempotent list of statements that create what cdc needs (publication, replica
-identity, slot), composed with psycopg's ``sql`` module.
+identity, slot), composed with psycopg's ``sql`` module. ``cdc snapshot`` runs the same
+statements but the slot's (``stream_statements``) before it creates its slot, once
+``snapshot_blockers`` finds nothing that only a person can fix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -14,7 +17,8 @@ from psycopg import sql
 from psycopg.abc import Query
 
 from cdc.config import SourceSettings
-from cdc.sources.base import Problem
+from cdc.logs import one_line
+from cdc.sources.base import Problem, SourceError
 
 
 def _table(schema: str, table: str) -> sql.Identifier:
@@ -37,8 +41,30 @@ def check(
 ) -> list[Problem]:
     """Everything that would stop the source from streaming, or cdc from writing the ``written``
     tables (synced entity members, repairs), with its fix."""
-    problems: list[Problem] = []
     role = _one(conn, "SELECT current_user")[0]
+    problems = _check_server(conn, role)
+    problems += _check_tables(conn, settings, role)
+    problems += _check_replica_identity(conn, settings)
+    problems += _check_publication(conn, settings)
+    problems += _check_slot(conn, settings)
+    if written:
+        problems += _check_writes(conn, written, role)
+    return problems
+
+
+def snapshot_blockers(conn: psycopg.Connection, settings: SourceSettings) -> list[Problem]:
+    """What would stop the stream that neither ``cdc setup`` nor ``cdc snapshot`` makes right
+    (server settings, the role, the tables, a publication or slot of another kind): checked
+    before a snapshot creates anything."""
+    role = _one(conn, "SELECT current_user")[0]
+    problems = _check_server(conn, role) + _check_tables(conn, settings, role)
+    if _publication_exists(conn, settings.publication_name):
+        problems += _check_publish(conn, settings.publication_name)
+    return problems + _check_slot_kind(conn, settings)
+
+
+def _check_server(conn: psycopg.Connection, role: str) -> list[Problem]:
+    problems: list[Problem] = []
     wal_level = _one(conn, "SHOW wal_level")[0]
     if wal_level != "logical":
         problems.append(
@@ -58,11 +84,6 @@ def check(
                 _text(conn, sql.SQL("ALTER ROLE {} REPLICATION;").format(sql.Identifier(role))),
             )
         )
-    problems += _check_tables(conn, settings, role)
-    problems += _check_publication(conn, settings)
-    problems += _check_slot(conn, settings)
-    if written:
-        problems += _check_writes(conn, written, role)
     return problems
 
 
@@ -120,7 +141,7 @@ def _check_tables(conn: psycopg.Connection, settings: SourceSettings, role: str)
     for schema, table in settings.qualified_tables:
         name = f"{schema}.{table}"
         row = conn.execute(
-            "SELECT c.oid, c.relreplident, has_table_privilege(c.oid, 'SELECT'),"
+            "SELECT has_table_privilege(c.oid, 'SELECT'),"
             " EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
@@ -134,7 +155,7 @@ def _check_tables(conn: psycopg.Connection, settings: SourceSettings, role: str)
                 )
             )
             continue
-        _, replident, can_select, has_pk = row
+        can_select, has_pk = row
         if not has_pk:
             problems.append(
                 Problem(
@@ -142,13 +163,6 @@ def _check_tables(conn: psycopg.Connection, settings: SourceSettings, role: str)
                     _text(
                         conn, sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (<key columns>);").format(_table(schema, table))
                     ),
-                )
-            )
-        if replident != "f":
-            problems.append(
-                Problem(
-                    f"table {name} is not REPLICA IDENTITY FULL (before-images would be incomplete)",
-                    _text(conn, sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL;").format(_table(schema, table))),
                 )
             )
         if not can_select:
@@ -163,74 +177,129 @@ def _check_tables(conn: psycopg.Connection, settings: SourceSettings, role: str)
     return problems
 
 
+def _check_replica_identity(conn: psycopg.Connection, settings: SourceSettings) -> list[Problem]:
+    return [
+        Problem(
+            f"table {schema}.{table} is not REPLICA IDENTITY FULL (before-images would be incomplete)",
+            _text(conn, statement),
+        )
+        for (schema, table), statement in _replica_identity_statements(conn, settings)
+    ]
+
+
+def _replica_identity_statements(
+    conn: psycopg.Connection, settings: SourceSettings
+) -> list[tuple[tuple[str, str], sql.Composed]]:
+    """``ALTER TABLE ... REPLICA IDENTITY FULL`` for each existing table that is not."""
+    statements = []
+    for schema, table in settings.qualified_tables:
+        row = conn.execute(
+            "SELECT c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+            (schema, table),
+        ).fetchone()
+        if row is not None and row[0] != "f":
+            statement = sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL;").format(_table(schema, table))
+            statements.append(((schema, table), statement))
+    return statements
+
+
+def _publication_exists(conn: psycopg.Connection, publication: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone() is not None
+
+
 def _check_publication(conn: psycopg.Connection, settings: SourceSettings) -> list[Problem]:
     publication = settings.publication_name
-    row = conn.execute(
-        "SELECT pubinsert AND pubupdate AND pubdelete FROM pg_publication WHERE pubname = %s", (publication,)
-    ).fetchone()
-    if row is None:
+    if not _publication_exists(conn, publication):
         return [
             Problem(
                 f"publication {publication!r} does not exist",
                 _text(conn, _create_publication(settings)) + " -- or run 'cdc setup'",
             )
         ]
-    problems = []
-    if not row[0]:
+    problems = _check_publish(conn, publication)
+    for (schema, table), statement in _publication_additions(conn, settings):
         problems.append(
-            Problem(
-                f"publication {publication!r} does not publish inserts, updates and deletes",
-                _text(
-                    conn,
-                    sql.SQL("ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');").format(
-                        sql.Identifier(publication)
-                    ),
-                ),
-            )
+            Problem(f"publication {publication!r} does not include {schema}.{table}", _text(conn, statement))
         )
+    return problems
+
+
+def _check_publish(conn: psycopg.Connection, publication: str) -> list[Problem]:
+    """An existing publication that leaves out inserts, updates or deletes ('cdc setup' leaves it so)."""
+    row = conn.execute(
+        "SELECT pubinsert AND pubupdate AND pubdelete FROM pg_publication WHERE pubname = %s", (publication,)
+    ).fetchone()
+    if row is None or row[0]:
+        return []
+    return [
+        Problem(
+            f"publication {publication!r} does not publish inserts, updates and deletes",
+            _text(
+                conn,
+                sql.SQL("ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');").format(
+                    sql.Identifier(publication)
+                ),
+            ),
+        )
+    ]
+
+
+def _publication_additions(
+    conn: psycopg.Connection, settings: SourceSettings
+) -> list[tuple[tuple[str, str], sql.Composed]]:
+    """``ALTER PUBLICATION ... ADD TABLE`` for each configured table the existing publication lacks."""
+    publication = settings.publication_name
     published = set(
         conn.execute(
             "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)
         ).fetchall()
     )
-    for schema, table in settings.qualified_tables:
-        if (schema, table) not in published:
-            problems.append(
-                Problem(
-                    f"publication {publication!r} does not include {schema}.{table}",
-                    _text(
-                        conn,
-                        sql.SQL("ALTER PUBLICATION {} ADD TABLE {};").format(
-                            sql.Identifier(publication), _table(schema, table)
-                        ),
-                    ),
-                )
-            )
-    return problems
+    return [
+        (
+            (schema, table),
+            sql.SQL("ALTER PUBLICATION {} ADD TABLE {};").format(sql.Identifier(publication), _table(schema, table)),
+        )
+        for schema, table in settings.qualified_tables
+        if (schema, table) not in published
+    ]
 
 
 def _check_slot(conn: psycopg.Connection, settings: SourceSettings) -> list[Problem]:
-    slot = settings.slot_name
-    row = conn.execute(
-        "SELECT plugin, database = current_database() FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-    ).fetchone()
-    if row is None:
+    if slot_kind(conn, settings) is None:
         return [
             Problem(
-                f"replication slot {slot!r} does not exist",
+                f"replication slot {settings.slot_name!r} does not exist",
                 _text(conn, _create_slot(settings)) + " -- or run 'cdc setup'",
             )
         ]
-    plugin, same_database = row
-    if plugin != "pgoutput" or not same_database:
-        return [
-            Problem(
-                f"replication slot {slot!r} exists but is not a pgoutput slot of this database",
-                _text(conn, sql.SQL("SELECT pg_drop_replication_slot({});").format(sql.Literal(slot)))
-                + " -- then run 'cdc setup' (or set another 'slot')",
-            )
-        ]
-    return []
+    return _check_slot_kind(conn, settings)
+
+
+def slot_kind(conn: psycopg.Connection, settings: SourceSettings) -> tuple[bool, bool] | None:
+    """Whether the source's slot is a pgoutput slot of this database, and whether it is in use;
+    None when there is no such slot."""
+    row = conn.execute(
+        "SELECT plugin = 'pgoutput' AND database = current_database(), active"
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        (settings.slot_name,),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _check_slot_kind(conn: psycopg.Connection, settings: SourceSettings) -> list[Problem]:
+    """A slot of that name made for something else (another plugin or database)."""
+    slot = settings.slot_name
+    kind = slot_kind(conn, settings)
+    if kind is None or kind[0]:
+        return []
+    return [
+        Problem(
+            f"replication slot {slot!r} exists but is not a pgoutput slot of this database",
+            _text(conn, sql.SQL("SELECT pg_drop_replication_slot({});").format(sql.Literal(slot)))
+            + " -- then run 'cdc setup' (or set another 'slot')",
+        )
+    ]
 
 
 def _create_publication(settings: SourceSettings) -> sql.Composed:
@@ -242,39 +311,40 @@ def _create_slot(settings: SourceSettings) -> sql.Composed:
     return sql.SQL("SELECT pg_create_logical_replication_slot({}, 'pgoutput');").format(sql.Literal(settings.slot_name))
 
 
+def stream_statements(conn: psycopg.Connection, settings: SourceSettings) -> list[sql.Composed]:
+    """The statements still needed for the stream besides its slot (replica identity, the
+    publication with every configured table): what ``cdc setup`` and ``cdc snapshot`` run first."""
+    statements = [statement for _, statement in _replica_identity_statements(conn, settings)]
+    if not _publication_exists(conn, settings.publication_name):
+        return [*statements, _create_publication(settings)]
+    return statements + [statement for _, statement in _publication_additions(conn, settings)]
+
+
 def setup_statements(conn: psycopg.Connection, settings: SourceSettings) -> list[sql.Composed]:
     """The statements still needed for this source; none when everything exists."""
-    statements: list[sql.Composed] = []
-    for schema, table in settings.qualified_tables:
-        row = conn.execute(
-            "SELECT c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = %s",
-            (schema, table),
-        ).fetchone()
-        if row is not None and row[0] != "f":
-            statements.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL;").format(_table(schema, table)))
-    publication = settings.publication_name
-    if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone() is None:
-        statements.append(_create_publication(settings))
-    else:
-        published = set(
-            conn.execute(
-                "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (publication,)
-            ).fetchall()
-        )
-        for schema, table in settings.qualified_tables:
-            if (schema, table) not in published:
-                statements.append(
-                    sql.SQL("ALTER PUBLICATION {} ADD TABLE {};").format(
-                        sql.Identifier(publication), _table(schema, table)
-                    )
-                )
-    if (
-        conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (settings.slot_name,)).fetchone()
-        is None
-    ):
+    statements = stream_statements(conn, settings)
+    if slot_kind(conn, settings) is None:
         statements.append(_create_slot(settings))
     return statements
+
+
+def run_statements(
+    conn: psycopg.Connection,
+    settings: SourceSettings,
+    statements: list[sql.Composed],
+    say: Callable[[str], None],
+    on_failure: str = "",
+) -> None:
+    """Run set-up statements one by one, saying each; the first that fails stops with its
+    error and ``on_failure`` (what to do instead), as a fatal error."""
+    for statement in statements:
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"source {settings.name}: {statement.as_string(conn)} failed: {one_line(exc)}{on_failure}", fatal=True
+            ) from None
+        say(f"[{settings.name}] {statement.as_string(conn)}")
 
 
 def slot_status(conn: psycopg.Connection, settings: SourceSettings) -> dict | None:

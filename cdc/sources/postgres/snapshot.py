@@ -7,9 +7,19 @@ then starts, so that nothing is missed or seen twice. Rows come in primary-key o
 chunks (keyset pagination), every column in its text form decoded by the same loaders as
 the stream's, so a snapshot row and a streamed row of the same values are alike.
 
+Before a new snapshot creates its slot it makes sure of what the stream needs besides
+the slot, with ``cdc setup``'s own statements (the publication of every configured table,
+REPLICA IDENTITY FULL), or refuses, creating nothing, when a person must act first (a
+setting, a privilege, a table without a primary key): a slot whose WAL predated its
+publication could not stream.
+
 A snapshot resumed after an interruption cannot have its exported snapshot back: the rest
 is read in a fresh one, and the stream (from the same consistent point) brings what
 changed in between.
+
+The DBA's ``--where`` goes in through ``condition.where_clause``; every query is run with
+parameters (so names go in as ``cdc.sql_names.identifier``) and prepared, which holds one
+statement only.
 """
 
 from __future__ import annotations
@@ -24,14 +34,22 @@ from psycopg.pq.abc import PGconn
 
 from cdc.config import SourceSettings
 from cdc.dsn import connect_kwargs, conninfo, redact_dsn
+from cdc.errors import CommandError, ExitCode
 from cdc.logs import one_line
 from cdc.model import RowChange
 from cdc.sources.base import SourceError
+from cdc.sources.postgres import admin
+from cdc.sources.postgres.condition import where_clause
 from cdc.sources.postgres.protocol import format_lsn, parse_lsn
 from cdc.sources.postgres.stream import SESSION_OPTIONS
 from cdc.sources.postgres.values import ValueDecoder
+from cdc.sql_names import identifier
 
 log = logging.getLogger("cdc.ops.snapshot")
+_SETUP_FIRST = (
+    ": have a role that may run what 'cdc setup --print-sql' prints (or 'cdc setup' with its DSN),"
+    " then 'cdc snapshot' again"
+)
 _COLUMNS_SQL = """
 SELECT a.attname, a.atttypid,
     coalesce(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1, 0)
@@ -60,6 +78,7 @@ class PostgresSnapshot:
             return resume
         self._connect()
         assert self._conn is not None
+        self._prepare_stream()
         lsn, snapshot = self._create_slot()
         self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
@@ -85,22 +104,39 @@ class PostgresSnapshot:
     def _connect(self) -> None:
         try:
             self._conn = psycopg.connect(
-                **connect_kwargs(self.settings.dsn, self.settings.password), options=SESSION_OPTIONS, autocommit=True
+                **connect_kwargs(self.settings.dsn, self.settings.password),
+                options=f"{SESSION_OPTIONS} -c standard_conforming_strings=on",  # as condition.py reads --where
+                autocommit=True,
             )
         except psycopg.Error as exc:
             raise SourceError(f"{self.where}: cannot connect: {one_line(exc)}") from None
 
+    def _prepare_stream(self) -> None:
+        """What the stream needs besides its slot, made as 'cdc setup' makes it (or a refusal
+        before anything is created); an idle slot left by 'cdc setup' is dropped, to be made
+        again where the snapshot is."""
+        with psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password), autocommit=True) as conn:
+            blockers = admin.snapshot_blockers(conn, self.settings)
+            if blockers:
+                raise SourceError(
+                    f"{self.where}: {blockers[0].what} (fix: {blockers[0].fix}), then 'cdc snapshot' again", fatal=True
+                )
+            kind = admin.slot_kind(conn, self.settings)
+            if kind is not None and kind[1]:
+                raise SourceError(
+                    f"{self.where}: slot {self.settings.slot_name!r} is in use: stop the daemon before 'cdc snapshot'",
+                    fatal=True,
+                )
+            statements = admin.stream_statements(conn, self.settings)
+            admin.run_statements(conn, self.settings, statements, self._say, _SETUP_FIRST)
+            if kind is not None:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (self.settings.slot_name,))
+
+    def _say(self, text: str) -> None:
+        log.info("%s", text, extra={"source": self.settings.name})
+
     def _create_slot(self) -> tuple[int, str]:
         slot = self.settings.slot_name
-        assert self._conn is not None
-        with psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password), autocommit=True) as admin:
-            row = admin.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-            if row is not None and row[0]:
-                raise SourceError(
-                    f"{self.where}: slot {slot!r} is in use: stop the daemon before 'cdc snapshot'", fatal=True
-                )
-            if row is not None:  # made by 'cdc setup', never streamed: made again where the snapshot is
-                admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         info = conninfo(self.settings.dsn, self.settings.password, replication="database", client_encoding="UTF8")
         pgconn = pq.PGconn.connect(info.encode())
         if pgconn.status != pq.ConnStatus.OK:
@@ -118,13 +154,21 @@ class PostgresSnapshot:
         return parse_lsn(consistent_point.decode()), snapshot_name.decode()
 
     def count(self, schema: str, table: str, where: str | None = None) -> int:
+        row = self._query(sql.SQL("SELECT count(*) {}").format(_rows(schema, table, where)), [], where)
+        return row[0][0]
+
+    def _query(self, query: sql.Composed, params: list[Any], where: str | None) -> list[tuple[Any, ...]]:
+        """The rows of a query that may hold the DBA's ``where``: prepared, so one statement
+        only; a query the server refuses is the condition's fault when there is one."""
         assert self._conn is not None
-        condition = sql.SQL(where.replace("%", "%%")) if where else sql.SQL("true")
-        row = self._conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(schema, table), condition), []
-        ).fetchone()
-        assert row is not None
-        return row[0]
+        try:
+            return self._conn.execute(query, params, prepare=True).fetchall()
+        except psycopg.OperationalError as exc:
+            raise SourceError(f"{self.where}: {one_line(exc)}") from None
+        except psycopg.Error as exc:
+            if not where:
+                raise SourceError(f"{self.where}: {one_line(exc)}", fatal=True) from None
+            raise CommandError(f"{self.where}: {one_line(exc)} (check --where {where!r})", ExitCode.USAGE) from None
 
     def chunks(
         self, schema: str, table: str, after: list[str] | None, size: int, where: str | None = None
@@ -141,19 +185,18 @@ class PostgresSnapshot:
         names = [name for name, _, _ in columns]
         loaders = [self._decoder.loader(oid) for _, oid, _ in columns]
         key_at = [names.index(name) for name in key]
-        # the row's own columns (t.k): a select-list name would sort the text forms instead
-        keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key)
-        select = sql.SQL("SELECT {} FROM {} AS t").format(
-            sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(n)) for n in names),
-            sql.Identifier(schema, table),
+        # the row's own columns (schema.table.k): a select-list name would sort the text forms instead
+        keys = sql.SQL(", ").join(identifier(schema, table, k) for k in key)
+        select = sql.SQL("SELECT {} {}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(identifier(schema, table, n)) for n in names),
+            _rows(schema, table, where),
         )
-        condition = sql.SQL("({})").format(sql.SQL(where.replace("%", "%%"))) if where else sql.SQL("true")
-        first = sql.SQL("{} WHERE {} ORDER BY {} LIMIT {}").format(select, condition, keys, sql.Literal(size))
-        query = sql.SQL("{} WHERE ({}) > ({}) AND {} ORDER BY {} LIMIT {}").format(
-            select, keys, sql.SQL(", ").join(sql.Placeholder() * len(key)), condition, keys, sql.Literal(size)
+        first = sql.SQL("{} ORDER BY {} LIMIT {}").format(select, keys, sql.Literal(size))
+        query = sql.SQL("{} AND ({}) > ({}) ORDER BY {} LIMIT {}").format(
+            select, keys, sql.SQL(", ").join(sql.Placeholder() * len(key)), keys, sql.Literal(size)
         )
         while True:
-            rows = self._conn.execute(query if after is not None else first, after or []).fetchall()
+            rows = self._query(query if after is not None else first, after or [], where)
             if not rows:
                 return
             changes = []
@@ -177,3 +220,8 @@ class PostgresSnapshot:
         if self._replication is not None:
             self._replication.finish()
             self._replication = None
+
+
+def _rows(schema: str, table: str, where: str | None) -> sql.Composed:
+    """``FROM ... WHERE ...``: the rows of the table that the count and the read both see."""
+    return sql.SQL("FROM {} WHERE {}").format(identifier(schema, table), where_clause(where))

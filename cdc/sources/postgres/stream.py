@@ -3,6 +3,9 @@
 Two connections: a replication connection in copy-both mode that streams the slot, and a
 catalog connection that looks up primary keys and emits heartbeat messages
 (``pg_logical_emit_message``) so that the slot advances while captured tables are idle.
+At start the captured tables are looked up in the catalog: the primary keys of those that
+exist are handed to the translator (they still apply to changes written before a table is
+dropped), the absent ones are a fatal error unless the stream holds changes of theirs.
 The flush position sent in standby status updates is only ever the one the pipeline
 acknowledged, or the stream's position while nothing is pending.
 """
@@ -31,11 +34,17 @@ log = logging.getLogger("cdc.source.postgres")
 HEARTBEAT_PREFIX = "cdc.heartbeat"
 STATUS_INTERVAL = 5.0
 SESSION_OPTIONS = "-c datestyle=ISO -c timezone=UTC -c intervalstyle=iso_8601 -c extra_float_digits=3"
-_PRIMARY_KEY_SQL = """
-SELECT a.attname FROM pg_index i
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-WHERE i.indrelid = %s AND i.indisprimary
-ORDER BY array_position(i.indkey, a.attnum)
+_KEY_COLUMNS = """
+array(SELECT a.attname::text FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+      WHERE i.indrelid = c.oid AND i.indisprimary
+      ORDER BY array_position(i.indkey, a.attnum))
+"""
+_PRIMARY_KEY_SQL = f"SELECT {_KEY_COLUMNS} FROM pg_class c WHERE c.oid = %s"
+_TABLES_SQL = f"""
+SELECT n.nspname::text, c.relname::text, c.oid::bigint, {_KEY_COLUMNS}
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 
 
@@ -44,7 +53,7 @@ class PostgresSource:
         self.name = settings.name
         self.settings = settings
         self.where = f"source {settings.name} ({redact_dsn(settings.dsn)})"
-        self._translator = Translator(self.where, self._primary_key, ValueDecoder())
+        self._translator = Translator(self.where, self._primary_key, ValueDecoder(), settings.qualified_tables)
         self._pgconn: PGconn | None = None
         self._catalog: psycopg.Connection | None = None
         self._ack = 0
@@ -70,8 +79,24 @@ class PostgresSource:
         self._ack = start_lsn
         self._acked_sent = -1
         self._translator.restart()
+        missing = self._look_up_tables()
         self._connect_replication(start_lsn)
-        self._translator.drain_target = self._emit_heartbeat() if drain else None
+        if drain or missing:
+            end = self._emit_heartbeat()
+            self._translator.drain_target = end if drain else None
+            self._translator.missing, self._translator.backlog_end = missing, end
+
+    def _look_up_tables(self) -> set[tuple[str, str]]:
+        """Hand the captured tables' primary keys to the translator; the tables not found."""
+        assert self._catalog is not None
+        captured = self.settings.qualified_tables
+        rows = self._catalog.execute(
+            _TABLES_SQL, ([schema for schema, _ in captured], [table for _, table in captured])
+        ).fetchall()
+        for _, _, relid, key in rows:
+            if key:
+                self._translator.remember_key(relid, key)
+        return set(captured) - {(schema, table) for schema, table, _, _ in rows}
 
     def _check_slot(self) -> None:
         assert self._catalog is not None
@@ -225,9 +250,11 @@ class PostgresSource:
             return 0
         return parse_lsn(_first(row))
 
-    def _primary_key(self, relid: int) -> list[str]:
+    def _primary_key(self, relid: int) -> list[str] | None:
+        """The relation's primary key columns in today's catalog; None when it no longer exists."""
         assert self._catalog is not None
-        return [row[0] for row in self._catalog.execute(_PRIMARY_KEY_SQL, (relid,))]
+        row = self._catalog.execute(_PRIMARY_KEY_SQL, (relid,)).fetchone()
+        return None if row is None else list(row[0])
 
 
 def _first(row: tuple[Any, ...] | None) -> Any:
