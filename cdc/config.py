@@ -182,6 +182,8 @@ class TargetSettings(_Section):
     column_map: dict[str, dict[str, str]] = {}
     batch_size: int = Field(default=2000, ge=1)
     position_table: str = "cdc.applied_positions"
+    # a source column the target table lacks (database targets): stop naming it, add it, or leave it out
+    schema_changes: Literal["stop", "add_columns", "ignore"] = "stop"
 
     @field_validator("name")
     @classmethod
@@ -279,6 +281,7 @@ class HttpSettings(_Section):
 class PipelineSettings(_Section):
     flush_interval_seconds: float = Field(default=0.5, gt=0)
     store_batch: int = Field(default=1000, ge=1)
+    backfill_after_ddl: bool = True  # re-read a table whose DDL changed its rows without row events
     on_bad_row: Literal["stop", "hold"] = "stop"  # hold: a change no target can take waits as a bad_row conflict
 
 

@@ -90,6 +90,33 @@ class WriteBack:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class SourceColumn:
+    """A column of a source table: its name and the source's own name of its type
+    (PostgreSQL's ``format_type``, e.g. ``character varying(20)``; MariaDB's column type,
+    e.g. ``varchar(20)``)."""
+
+    name: str
+    type: str
+
+
+@dataclass(slots=True)
+class TableShape:
+    """The columns of a captured table as the stream describes them (pgoutput's Relation
+    message, the binlog's table map), given before the changes that use them.
+
+    A source gives it whenever it learns a table's columns (the pipeline tells a DDL from a
+    repetition by comparing with the shape it recorded). ``rewrites`` says the DDL behind a
+    new shape changed existing rows without row events (``ADD COLUMN`` with a default, a
+    type change), so the table must be read again to bring the targets in line.
+    """
+
+    schema: str
+    table: str
+    columns: tuple[SourceColumn, ...]
+    rewrites: bool = False
+
+
 @dataclass(slots=True)
 class RowChange:
     """One row change of a source transaction, values already turned into Python values.
@@ -143,6 +170,21 @@ class Event:
     log_id: int = 0  # its place in the event log, once read back from it
     held: bool = False  # its key waits in the review queue: row targets keep the last agreed row
     _images: RowImages | None = field(default=None, init=False, repr=False)
+    _schema_change: Any = field(default=None, init=False, repr=False)  # False: read, none there
+
+    @property
+    def schema_change(self) -> dict[str, Any] | None:
+        """The ``schema_change`` record the event carries (``SCHEMA_CHANGE_KEY`` of its
+        document: the first change of its table after the table's columns changed), if any."""
+        found = self._schema_change
+        if found is None:
+            found = load_doc(self.doc).get(SCHEMA_CHANGE_KEY) if _SCHEMA_CHANGE_TEXT in self.doc else None
+            self._schema_change = False if found is None else found
+        return found or None
+
+    def carry_schema_change(self, record: dict[str, Any]) -> None:
+        """The versioner gives a new event the record its document holds."""
+        self._schema_change = record
 
     @property
     def source(self) -> str:
@@ -177,6 +219,10 @@ class RowImages:
     key: dict[str, Any]
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+SCHEMA_CHANGE_KEY = "schema_change"
+_SCHEMA_CHANGE_TEXT = f'"{SCHEMA_CHANGE_KEY}":'
 
 
 def make_event_id(source: str, position: str, seq: int) -> str:

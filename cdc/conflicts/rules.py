@@ -34,11 +34,14 @@ def detect(
     rules: TableRules,
     window: timedelta,
     live: bool | None = None,
+    unseen: frozenset[str] | None = None,
 ) -> list[Conflict]:
     """The conflicts ``change`` causes; ``recent`` holds the row's earlier changes, oldest first.
 
     ``live`` says whether the row existed before the change (None: as ``previous`` shows);
-    a truncate or a primary-key change ends a row without a delete event.
+    a truncate or a primary-key change ends a row without a delete event. ``unseen`` are
+    columns a schema change touched after ``previous``: its image holds no value of theirs
+    to compare with.
     """
     op = change.op
     if previous is None and not recent and op == "insert":
@@ -47,7 +50,7 @@ def detect(
         live = previous is not None and previous.op != "delete"
     in_window = _updates_within(change, recent, window)
     found: list[Conflict] = []
-    gap = stream_gap(change, previous if live else None)
+    gap = stream_gap(change, previous if live else None, unseen)
     if gap:
         found.append(gap)
     if op == "insert" and live and previous is not None:
@@ -97,8 +100,8 @@ def _updates_within(change: Change, recent: Sequence[Change], window: timedelta)
     return [e for e in updates if e.commit_ts >= since and e.event_id != change.event_id]
 
 
-def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
-    """A before-image unlike the last after-image recorded: changes were missed."""
+def stream_gap(change: Change, previous: Change | None, unseen: frozenset[str] | None = None) -> Conflict | None:
+    """A before-image unlike the last after-image recorded (but for the ``unseen`` columns): changes were missed."""
     if change.op not in ("update", "delete") or previous is None:
         return None
     if change.before_text is not None and change.before_text == previous.after_text:
@@ -112,6 +115,8 @@ def stream_gap(change: Change, previous: Change | None) -> Conflict | None:
         differing = tuple(
             sorted(name for name in before.keys() | recorded.keys() if before.get(name) != recorded.get(name))
         )
+    if unseen:
+        differing = tuple(name for name in differing if name not in unseen)
     if not differing:
         return None
     return _conflict(

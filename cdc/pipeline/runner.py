@@ -32,6 +32,7 @@ from cdc.model import (
     Event,
     Idle,
     RowChange,
+    TableShape,
     TxnBegin,
     TxnCommit,
     WriteBack,
@@ -206,6 +207,9 @@ class Pipeline:
             elif type(item) is WriteBack:
                 self._store(run)  # what came before the marker is not an echo
                 run.write_back = item
+            elif type(item) is TableShape:
+                self._store(run)  # the changes before it have the old columns
+                run.versioner.shape(item)
             elif type(item) is TxnCommit:
                 self._store(run, commit=item)
             elif type(item) is Idle:

@@ -16,6 +16,7 @@ from cdc.conflicts.resolution import merged_row
 from cdc.model import (
     Event,
     RowChange,
+    TableShape,
     TxnBegin,
     add_conflict_ids,
     changed_columns,
@@ -23,6 +24,7 @@ from cdc.model import (
 )
 from cdc.pipeline.entities import EntitySync
 from cdc.pipeline.plan import Plan
+from cdc.pipeline.shapes import TableShapes, with_schema_change
 from cdc.state.store import StateStore
 from cdc.values import compact_json as _dump
 from cdc.values import dumps_row, encode_value, json_names, json_value
@@ -50,6 +52,11 @@ class Versioner:
         self._txn: TxnBegin | None = None
         self._txn_parts = ("", "")
         self._tables_json: dict[tuple[str, str], str] = {}
+        self._shapes = TableShapes(settings, store, source, self._recorder)
+
+    def shape(self, shape: TableShape) -> None:
+        """A source described a table's columns; a change of them goes with the table's next event."""
+        self._shapes.described(shape)
 
     def version_all(self, txn: TxnBegin, changes: list[tuple[int, RowChange]], echo: bool = False) -> list[Event]:
         """Make and store (call inside ``store.transaction()``) the events of a batch of a transaction's
@@ -101,6 +108,8 @@ class Versioner:
             old_key = _old_key(change)
             if old_key is not None:
                 self._row_gone(change, dumps_row(old_key))
+        # before the rules: they must know of a schema change that this change is the first to follow
+        record = self._shapes.record(txn, change, self._txn_texts(txn)[0]) if self._shapes.pending else None
         plan = self._plan.table(change.schema, change.table)
         changed = _changed(change)
         writer = _writer(change, plan.writer_column)
@@ -155,7 +164,9 @@ class Versioner:
             ids = self._observe_entity(entity, seen, change, position)
         if ids:
             doc = add_conflict_ids(doc, ids)
-        return Event(
+        if record is not None:
+            doc = with_schema_change(doc, record)
+        event = Event(
             self._source,
             txn.txn_key,
             seq,
@@ -169,6 +180,9 @@ class Versioner:
             change.native_form(),
             change=change,
         )
+        if record is not None:
+            event.carry_schema_change(record)
+        return event
 
     def _txn_texts(self, txn: TxnBegin) -> tuple[str, str]:
         """The transaction's commit time, and its part of an event document, made once per transaction."""

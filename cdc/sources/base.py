@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from cdc.errors import SourceError  # noqa: F401 (re-exported)
-from cdc.model import Idle, RowChange, TxnBegin, TxnCommit, WriteBack
+from cdc.model import Idle, RowChange, TableShape, TxnBegin, TxnCommit, WriteBack
 from cdc.problems import Problem  # noqa: F401 (re-exported)
 
-SourceItem = TxnBegin | RowChange | TxnCommit | Idle | WriteBack
+SourceItem = TxnBegin | RowChange | TxnCommit | Idle | WriteBack | TableShape
 
 
 class Source(Protocol):

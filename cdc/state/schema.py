@@ -7,6 +7,10 @@ it, given by which event: a row of a few bytes per held key, which every new row
 ``meta`` holds the schema version and the store's identity (``installation``, a random UUID,
 and ``installation_upgraded``: whether the store is older than identities), which the
 targets keep with every position they write.
+
+``table_shapes`` holds the columns of each captured table as last described by its source
+(JSON ``[{"name", "type"}]``), with the columns its last schema change added, dropped or
+retyped (``reshaped``) and that change's commit time (``reshaped_at``).
 """
 
 # 2: natural keys by set (``natural_key_rows``), migrated from ``natural_keys``. The store's
@@ -105,6 +109,15 @@ CREATE TABLE IF NOT EXISTS entity_rows (
     key TEXT NOT NULL,
     state TEXT NOT NULL,
     PRIMARY KEY (entity, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS table_shapes (
+    source TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    reshaped TEXT NOT NULL DEFAULT '[]',
+    reshaped_at TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (source, schema_name, table_name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshot_tables (
     source TEXT NOT NULL,

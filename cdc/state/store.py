@@ -28,6 +28,18 @@ from cdc.state.transaction import StoreTransaction
 from cdc.values import compact_json
 
 Position = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TableShapeRecord:
+    """A table's columns as recorded (JSON ``[{"name", "type"}]``), the columns its last schema
+    change added, dropped or retyped, and that change's commit time ('' if none yet)."""
+
+    columns_json: str
+    reshaped: tuple[str, ...] = ()
+    reshaped_at: str = ""
+
+
 WHOLE_TRANSACTION = 2**31 - 1  # the seq that stands for "every change of the transaction"
 NOWHERE: Position = ("", -1)
 _HISTORY_CHUNK = 400  # rows per history query (within SQLite's limit on parameters)
@@ -357,6 +369,30 @@ class StateStore(ConflictRecords, EventQueries):
             "INSERT INTO target_positions VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (target, source)"
             " DO UPDATE SET txn_key = ?3, seq = ?4, updated_at = ?5",
             (target, source, position[0], position[1], time.time()),
+        )
+
+    def table_shape(self, source: str, schema: str, table: str) -> TableShapeRecord | None:
+        """The columns recorded for a captured table, if any (``table_shapes``)."""
+        row = self._db.execute(
+            "SELECT columns, reshaped, reshaped_at FROM table_shapes"
+            " WHERE source = ? AND schema_name = ? AND table_name = ?",
+            (source, schema, table),
+        ).fetchone()
+        return None if row is None else TableShapeRecord(row[0], tuple(json.loads(row[1])), row[2])
+
+    def table_shapes(self, source: str) -> dict[tuple[str, str], TableShapeRecord]:
+        rows = self._db.execute(
+            "SELECT schema_name, table_name, columns, reshaped, reshaped_at FROM table_shapes WHERE source = ?",
+            (source,),
+        )
+        return {(r[0], r[1]): TableShapeRecord(r[2], tuple(json.loads(r[3])), r[4]) for r in rows}
+
+    def set_table_shape(self, source: str, schema: str, table: str, shape: TableShapeRecord) -> None:
+        """Record a table's columns (inside ``transaction()``, with the event that first uses them)."""
+        self._db.execute(
+            "INSERT INTO table_shapes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, schema_name, table_name)"
+            " DO UPDATE SET columns = excluded.columns, reshaped = excluded.reshaped, reshaped_at = excluded.reshaped_at",
+            (source, schema, table, shape.columns_json, json.dumps(list(shape.reshaped)), shape.reshaped_at),
         )
 
     def target_positions(self) -> list[tuple[str, str, str, int, float]]:
