@@ -106,15 +106,18 @@ class TableShape:
     message, the binlog's table map), given before the changes that use them.
 
     A source gives it whenever it learns a table's columns (the pipeline tells a DDL from a
-    repetition by comparing with the shape it recorded). ``rewrites`` says the DDL behind a
-    new shape changed existing rows without row events (``ADD COLUMN`` with a default, a
-    type change), so the table must be read again to bring the targets in line.
+    repetition by comparing with the shape it recorded). ``filled`` names the columns whose
+    existing rows hold values no row event gave (a column added with a default); ``rewrites``
+    says the source knows the DDL behind the shape changed existing rows otherwise. The
+    pipeline adds what it sees itself (a type changed other than by widening, a renamed
+    column) and then has the table read again to bring the targets in line.
     """
 
     schema: str
     table: str
     columns: tuple[SourceColumn, ...]
     rewrites: bool = False
+    filled: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from cdc.config import Settings
@@ -73,7 +74,7 @@ class TableShapes:
         self._keep(table, TableShapeRecord(compact_json(columns), reshaped, commit_ts))
         if self._detector is not None:
             self._detector.reshaped(change.schema, change.table, frozenset(reshaped), txn.commit_ts)
-        reread = shape.rewrites and self._reread
+        reread = self._reread and rewrites_rows(shape, added, dropped, [(old[n], new[n]) for n in retyped])
         log.info(
             "schema change of %s.%s at %s: added %s, dropped %s, retyped %s%s",
             change.schema,
@@ -113,6 +114,42 @@ class TableShapes:
         # (a failed store transaction ends the pipeline, whose successor reads the store afresh)
         self._store.set_table_shape(self._source, *table, record)
         self._known()[table] = record
+
+
+def rewrites_rows(shape: TableShape, added: list[str], dropped: list[str], retyped: list[tuple[str, str]]) -> bool:
+    """Whether a schema change left existing rows with values no row event gave: the source
+    says so, an added column is filled (a default), a column was renamed (as cdc sees it, one
+    column dropped and one added at once), or a type changed other than by widening."""
+    if shape.rewrites or shape.filled.intersection(added) or (added and dropped):
+        return True
+    return any(not widening(old, new) for old, new in retyped)
+
+
+_SIZED = re.compile(r"^(character varying|varchar|varbinary|bit varying|varbit)\((\d+)\)$", re.IGNORECASE)
+_NUMERIC = re.compile(r"^(numeric|decimal)\((\d+),\s*(\d+)\)$", re.IGNORECASE)
+
+
+def widening(old: str, new: str) -> bool:
+    """Whether a column's type change keeps every value as it was: a longer varchar,
+    varbinary or bit varying, a numeric with more digits and the same scale, no length limit."""
+    old, new = old.strip(), new.strip()
+    sized_old, sized_new = _SIZED.match(old), _SIZED.match(new)
+    if sized_old and sized_new:
+        return sized_old[1].lower() == sized_new[1].lower() and int(sized_new[2]) >= int(sized_old[2])
+    if (
+        sized_old
+        and new.lower() in ("character varying", "text")
+        and sized_old[1].lower() in ("character varying", "varchar")
+    ):
+        return True
+    numeric_old, numeric_new = _NUMERIC.match(old), _NUMERIC.match(new)
+    if numeric_old and numeric_new:
+        return (
+            numeric_old[1].lower() == numeric_new[1].lower()
+            and numeric_new[3] == numeric_old[3]
+            and int(numeric_new[2]) >= int(numeric_old[2])
+        )
+    return False
 
 
 def with_schema_change(doc: str, record: dict[str, Any]) -> str:

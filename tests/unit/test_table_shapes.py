@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cdc.config import Settings
 from cdc.model import RowChange, SourceColumn, TableShape, TxnBegin
-from cdc.pipeline.shapes import reread_key
+from cdc.pipeline.shapes import reread_key, rewrites_rows, widening
 from cdc.pipeline.versioner import Versioner
 from cdc.state.store import StateStore
 
@@ -62,3 +62,16 @@ def test_a_changed_shape_rides_on_the_next_event_once(tmp_path: Path) -> None:
     assert later.schema_change is None
     [logged] = [e for e in store.events_after("crm", ("", -1), "~", 10) if e.event_id == carrier.event_id]
     assert logged.schema_change == record  # read back from the log, as a target behind gets it
+
+
+def test_which_schema_changes_rewrite_rows() -> None:
+    shape = TableShape("public", "customers", WIDER)
+    assert not rewrites_rows(shape, ["farbe"], [], [])  # a new column without a default: NULL everywhere
+    assert rewrites_rows(TableShape("public", "customers", WIDER, filled=frozenset({"farbe"})), ["farbe"], [], [])
+    assert rewrites_rows(shape, ["colour"], ["farbe"], [])  # a rename: the new column holds the old values
+    assert not rewrites_rows(shape, [], [], [("character varying(20)", "character varying(40)")])
+    assert not rewrites_rows(shape, [], [], [("varchar(20)", "varchar(40)"), ("numeric(10,2)", "numeric(12,2)")])
+    assert rewrites_rows(shape, [], [], [("character varying(40)", "character varying(20)")])
+    assert rewrites_rows(shape, [], [], [("text", "integer")])  # ALTER COLUMN TYPE ... USING
+    assert rewrites_rows(shape, [], [], [("numeric(10,2)", "numeric(10,3)")])
+    assert widening("varchar(20)", "text")
