@@ -44,8 +44,9 @@ class _PooledHTTPServer(HTTPServer):
     def __init__(self, address: tuple[str, int], handler: Any, workers: int) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
         self._waiting: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue(maxsize=QUEUED)
+        self._workers: list[threading.Thread] = []  # (server_close runs if the bind fails)
+        super().__init__(address, handler)
         self._workers = [threading.Thread(target=self._work, name=f"http-{n}", daemon=True) for n in range(workers)]
         for worker in self._workers:
             worker.start()

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import resource
+import socket
 import subprocess
 import sys
 
-from tests.helpers import PROJECT, CdcSetup, table_rows
+from tests.helpers import PROJECT, CdcSetup, table_rows, wait_for
 
 SOURCE = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, doc jsonb);"
 NARROW_TARGET = "CREATE TABLE public.customers (id bigint PRIMARY KEY, name varchar(5), doc jsonb);"
@@ -139,3 +140,21 @@ def test_json_nested_thousands_deep_is_stored_exactly_and_shown(pg_server, tmp_p
     listed = setup.cdc("events")  # for a person: each event read back from its document
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
     assert "public.customers" in listed.stdout and "insert" in listed.stdout
+
+
+def test_an_http_port_in_use_leaves_the_stream_running_with_a_warning(pg_server, tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    setup = CdcSetup(
+        pg_server, tmp_path, SOURCE, ["public.customers"], extra_config=f'[http]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    setup.setup()
+    with setup.source() as conn:
+        conn.execute("INSERT INTO public.customers (id, name) VALUES (1, 'ann')")
+    with setup.running():
+        wait_for(lambda: table_rows(setup.target(), "public.customers") == [(1, "ann", None)], what="the row")
+    taken.close()
+    log = setup.daemon_log()
+    assert "cannot listen" in log and "Traceback" not in log, log[-3000:]
