@@ -7,9 +7,7 @@ Fatal errors (a missing slot, a table without a primary key) stop it with exit c
 SIGTERM and SIGINT stop reading, apply and acknowledge what is in flight, and exit 0;
 SIGHUP reloads the alert and log settings without stopping the stream. Under systemd it
 speaks the notify protocol (``cdc.systemd``); beside the stream it serves HTTP
-(``cdc.web``), watches the servers (``cdc.monitor``) and re-reads the tables whose DDL
-changed their rows (``cdc.ops.reread``). With ``--drain`` those re-reads run between drains
-instead, so that the targets end equal to the source.
+(``cdc.web``) and watches the servers (``cdc.monitor``).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from cdc.errors import CdcError, ExitCode, SourceError, TargetError, Unreachable
 from cdc.logs import setup_logging
 from cdc.metrics import Metrics
 from cdc.monitor import Monitor
-from cdc.ops.reread import Rereader
 from cdc.ops.seed_keys import seed as seed_natural_keys
 from cdc.pipeline.entities import sync_targets
 from cdc.pipeline.runner import Pipeline
@@ -48,8 +45,6 @@ class Daemon:
         self._config = config
         self._stop = threading.Event()
         self._pipeline: Pipeline | None = None
-        self._rereader = Rereader(settings, self._stop)
-        self._drained = False  # --drain: the sources are read to their end, and no re-read waits
         self._notifier = Notifier()
         self._last_count: tuple[float, int] = (time.monotonic(), 0)
         stale = max(60.0, 20 * settings.pipeline.flush_interval_seconds)
@@ -88,11 +83,10 @@ class Daemon:
             web = self._start_web()
             monitor = Monitor(self.settings, self.metrics, self._alert)
             monitor.start()
-            self._rereader.start()
         self._notifier.keep_alive(self._alive, self._status)
         try:
             retry_call(
-                self.settings.retry, "pipeline", lambda: self._run_and_reread(store, drain), _retryable, stop=self._stop
+                self.settings.retry, "pipeline", lambda: self._run_once(store, drain), _retryable, stop=self._stop
             )
         except Unreachable as exc:
             log.error("giving up: %s", exc.__cause__ or exc)
@@ -107,11 +101,10 @@ class Daemon:
             for closing in (monitor, web):
                 if closing is not None:
                     closing.close()
-            self._rereader.close()
             self._alerter.close()
             self._notifier.close()
             store.close()
-        if drain and not self._drained:
+        if drain and not (self._pipeline is not None and self._pipeline.drained):
             log.warning("stopped before the sources' end position was reached: run 'cdc run --drain' again")
             return ExitCode.NOT_DRAINED
         return ExitCode.OK
@@ -130,18 +123,6 @@ class Daemon:
             return None
         web.start()
         return web
-
-    def _run_and_reread(self, store: StateStore, drain: bool) -> None:
-        """Run the pipeline; with ``drain``, once the sources are drained, re-read the tables
-        that wait for it and run again (which applies the rows re-read), until none waits."""
-        self._drained = False
-        while True:
-            self._run_once(store, drain)
-            if not (drain and self._pipeline is not None and self._pipeline.drained) or self._stop.is_set():
-                return
-            if not self._rereader.reread_all(store):
-                self._drained = not self._stop.is_set()
-                return
 
     def _run_once(self, store: StateStore, drain: bool) -> None:
         if self._stop.is_set():

@@ -24,8 +24,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    from cdc.ops import reread
-
     store = open_store(settings)
     now = time.time()
     counts = store.counts()
@@ -38,7 +36,6 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         "events": counts,
         "events_per_second": round(store.events_recorded_since(now - 60) / 60, 2),
         "open_conflicts": store.open_conflicts(),
-        "rereads": reread.status(store),
     }
     for source in settings.sources:
         state = store.source_state(source.name)
@@ -99,9 +96,6 @@ def _print_status(report: dict[str, Any]) -> None:
         + (f"{oldest['event_id']} at {oldest['commit_ts']}" if oldest else "-")
         + f" (kept {report['events']['retain_days']:g} days)"
     )
-    for r in report["rereads"]:
-        running = f"running since {r['started_at']}, {r['rows_read']} rows read" if r["state"] == "running" else ""
-        print(f"re-read of {r['table']} (source {r['source']}): {running or 'waiting'}: {r['why']}")
     pending = report["open_conflicts"]
     print(
         f"open conflicts: {sum(pending.values())}"

@@ -38,11 +38,6 @@ from cdc.values import json_value, key_text
 log = logging.getLogger("cdc.conflicts")
 
 
-# MariaDB's commit times have whole seconds, snapshot rows the time they were read: a change
-# within a second after a schema change may predate it
-_RESHAPE_MARGIN = timedelta(seconds=1)
-
-
 class Detector:
     def __init__(
         self,
@@ -65,17 +60,17 @@ class Detector:
         self._batch_transaction = -1  # the state store transaction ``_batch`` belongs to
         # (schema, table) -> the position of the read of its rows that existed before cdc (see ``_reported``)
         self._seeded_at = {table: seeded["position"] for table, seeded in store.seeded_natural_keys(source).items()}
-        # (schema, table) -> each column a schema change touched, with the commit time of the last such change
+        # (schema, table) -> the columns its last schema change touched, and when it was committed
         self._reshaped = {
-            table: {name: datetime.fromisoformat(at) for name, at in shape.reshaped}
+            table: (frozenset(shape.reshaped), datetime.fromisoformat(shape.reshaped_at))
             for table, shape in store.table_shapes(source).items()
             if shape.reshaped
         }
 
-    def reshaped(self, schema: str, table: str, columns: list[str], at: datetime) -> None:
+    def reshaped(self, schema: str, table: str, columns: frozenset[str], at: datetime) -> None:
         """A schema change of the table touched ``columns``: a row last seen before it is not
         compared on them (its recorded image predates the change)."""
-        self._reshaped.setdefault((schema, table), {}).update(dict.fromkeys(columns, at))
+        self._reshaped[(schema, table)] = (columns, at)
 
     def rules(self, schema: str, table: str) -> TableRules:
         return (self._tables.get((schema, table)) or self._table(schema, table))[0]
@@ -173,11 +168,7 @@ class Detector:
         if rules_apply and (previous is not None or row.op != "insert"):  # (a new row has nothing to compare with)
             recent = () if previous is None else (*previous.earlier, previous)
             reshaped = self._reshaped.get((schema, table)) if self._reshaped else None
-            unseen = (
-                frozenset(name for name, at in reshaped.items() if previous.commit_ts < at + _RESHAPE_MARGIN)
-                if reshaped and previous is not None
-                else None
-            )
+            unseen = reshaped[0] if reshaped and previous is not None and previous.commit_ts < reshaped[1] else None
             found = detect(change, previous, recent, rules, self._window, live=bool(was_live), unseen=unseen)
         if natural_keys and (row.op != "update" or _natural_keys_touched(change, row, rules)):
             self._note_natural_keys(change, row, natural_keys, position, new_row=was_live is None, report=rules_apply)

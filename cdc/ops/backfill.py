@@ -7,16 +7,11 @@ to the targets at its checkpoints, after the source's own events, and drops a re
 whenever the state store holds a change of that row committed at or after that position:
 the stream already gave the targets that row as new or newer (no watermark rows are
 written to the source). Rows of a key held for review are left alone too.
-
-Each chunk's pseudo-transaction takes the next number inside the state store transaction
-that stores it, so that re-reads running at once (the DBA's ``cdc backfill`` beside the
-daemon's re-read after a DDL, ``cdc.ops.reread``) number theirs in the order they commit.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 
 from cdc import event_doc
@@ -48,24 +43,21 @@ def backfill(
     target: str | None = None,
     chunk_rows: int = 5000,
     progress: Progress | None = None,
-    stop: threading.Event | None = None,
 ) -> int:
-    """Store the re-read rows for the daemon to apply (to ``target`` only, if given); how many.
-
-    Once ``stop`` is set it ends after the chunk being read, with what is stored so far."""
+    """Store the re-read rows for the daemon to apply (to ``target`` only, if given); how many."""
     pseudo = backfill_source(source.name)
     reader = make_reader(source)
     try:
         read_at = reader.begin_read()
         now = datetime.now(UTC).isoformat(timespec="microseconds")
         extra = f',"backfill":{compact_json({"read_at": read_at, "target": target})}'
+        number = int(store.last_txn(pseudo) or 0)
         read = 0
         for schema, table in tables:
             for changes, _ in reader.chunks(schema, table, None, chunk_rows, where):
-                if stop is not None and stop.is_set():
-                    return read
+                number += 1
+                txn_key = f"{number:020d}"
                 with store.transaction():
-                    txn_key = f"{int(store.last_txn(pseudo) or 0) + 1:020d}"
                     store.append(
                         [
                             _event(store, pseudo, source.name, txn_key, seq, change, now, extra)

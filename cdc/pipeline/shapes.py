@@ -21,8 +21,7 @@ from typing import Any
 from cdc.config import Settings
 from cdc.conflicts.detector import Detector
 from cdc.model import SCHEMA_CHANGE_KEY, RowChange, TableShape, TxnBegin
-from cdc.state.store import StateStore
-from cdc.state.table_shapes import TableShapeRecord
+from cdc.state.store import StateStore, TableShapeRecord
 from cdc.values import compact_json
 
 log = logging.getLogger("cdc.pipeline")
@@ -49,7 +48,7 @@ class TableShapes:
     def described(self, shape: TableShape) -> None:
         table = (shape.schema, shape.table)
         recorded = self._known().get(table)
-        if recorded is not None and recorded.columns_json == _columns_json(shape) and not shape.rewrites:
+        if recorded is not None and recorded.columns_json == _columns_json(shape):
             self.pending.pop(table, None)
         else:
             self.pending[table] = shape
@@ -71,11 +70,10 @@ class TableShapes:
         added = [name for name in new if name not in old]
         dropped = [name for name in old if name not in new]
         retyped = [name for name in new if name in old and old[name] != new[name]]
-        touched = dict(known.reshaped)
-        touched.update((name, commit_ts) for name in (*added, *dropped, *retyped))
-        self._keep(table, TableShapeRecord(compact_json(columns), tuple(touched.items()), commit_ts))
+        reshaped = (*added, *dropped, *retyped)
+        self._keep(table, TableShapeRecord(compact_json(columns), reshaped, commit_ts))
         if self._detector is not None:
-            self._detector.reshaped(change.schema, change.table, [*added, *dropped, *retyped], txn.commit_ts)
+            self._detector.reshaped(change.schema, change.table, frozenset(reshaped), txn.commit_ts)
         reread = self._reread and rewrites_rows(shape, added, dropped, [(old[n], new[n]) for n in retyped])
         log.info(
             "schema change of %s.%s at %s: added %s, dropped %s, retyped %s%s",
@@ -93,10 +91,6 @@ class TableShapes:
                 reread_key(self._source, change.schema, change.table),
                 json.dumps({"position": txn.position, "commit_ts": commit_ts, "columns": [*added, *retyped]}),
             )
-        if not (
-            added or dropped or retyped
-        ):  # the DDL changed stored values only (``rewrites``): no schema_change record
-            return None
         return {
             "op": SCHEMA_CHANGE_KEY,
             "source": self._source,

@@ -24,11 +24,20 @@ from cdc.state.identity import Installation, ensure_identity, read_identity
 from cdc.state.row_versions import RowVersions
 from cdc.state.schema import SCHEMA as _SCHEMA
 from cdc.state.schema import SCHEMA_VERSION
-from cdc.state.table_shapes import TableShapes
 from cdc.state.transaction import StoreTransaction
 from cdc.values import compact_json
 
 Position = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TableShapeRecord:
+    """A table's columns as recorded (JSON ``[{"name", "type"}]``), the columns its last schema
+    change added, dropped or retyped, and that change's commit time ('' if none yet)."""
+
+    columns_json: str
+    reshaped: tuple[str, ...] = ()
+    reshaped_at: str = ""
 
 
 WHOLE_TRANSACTION = 2**31 - 1  # the seq that stands for "every change of the transaction"
@@ -47,7 +56,7 @@ class SourceState:
     acked_at: float | None
 
 
-class StateStore(ConflictRecords, EventQueries, TableShapes):
+class StateStore(ConflictRecords, EventQueries):
     """The SQLite state store of one daemon."""
 
     def __init__(self, state_dir: Path, readonly: bool = False) -> None:
@@ -315,14 +324,6 @@ class StateStore(ConflictRecords, EventQueries, TableShapes):
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT INTO meta VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2", (key, value))
 
-    def meta_items(self, prefix: str) -> dict[str, str]:
-        """The meta keys that start with ``prefix``, with their values."""
-        query = "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key"
-        return dict(self._db.execute(query, (prefix,)))
-
-    def delete_meta(self, key: str) -> None:
-        self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
-
     # -- snapshots -------------------------------------------------------------------
 
     def snapshot_tables(self, source: str) -> dict[tuple[str, str], tuple[list | None, int, bool]]:
@@ -368,6 +369,30 @@ class StateStore(ConflictRecords, EventQueries, TableShapes):
             "INSERT INTO target_positions VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (target, source)"
             " DO UPDATE SET txn_key = ?3, seq = ?4, updated_at = ?5",
             (target, source, position[0], position[1], time.time()),
+        )
+
+    def table_shape(self, source: str, schema: str, table: str) -> TableShapeRecord | None:
+        """The columns recorded for a captured table, if any (``table_shapes``)."""
+        row = self._db.execute(
+            "SELECT columns, reshaped, reshaped_at FROM table_shapes"
+            " WHERE source = ? AND schema_name = ? AND table_name = ?",
+            (source, schema, table),
+        ).fetchone()
+        return None if row is None else TableShapeRecord(row[0], tuple(json.loads(row[1])), row[2])
+
+    def table_shapes(self, source: str) -> dict[tuple[str, str], TableShapeRecord]:
+        rows = self._db.execute(
+            "SELECT schema_name, table_name, columns, reshaped, reshaped_at FROM table_shapes WHERE source = ?",
+            (source,),
+        )
+        return {(r[0], r[1]): TableShapeRecord(r[2], tuple(json.loads(r[3])), r[4]) for r in rows}
+
+    def set_table_shape(self, source: str, schema: str, table: str, shape: TableShapeRecord) -> None:
+        """Record a table's columns (inside ``transaction()``, with the event that first uses them)."""
+        self._db.execute(
+            "INSERT INTO table_shapes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, schema_name, table_name)"
+            " DO UPDATE SET columns = excluded.columns, reshaped = excluded.reshaped, reshaped_at = excluded.reshaped_at",
+            (source, schema, table, shape.columns_json, json.dumps(list(shape.reshaped)), shape.reshaped_at),
         )
 
     def target_positions(self) -> list[tuple[str, str, str, int, float]]:

@@ -11,28 +11,18 @@ target applies that stream again from this store's first event, upserts and dele
 that are safe to repeat, instead of skipping the new store's events, whose numbering
 starts again. Refusing to start would lose nothing either, but would need a person for a
 step that cdc can take safely on its own.
-
-A database target follows its sources' schema changes (``[[targets]] schema_changes``): a
-source column its table lacks, named by an event's ``schema_change`` record or found in a
-row to write, stops the target with the ``ALTER TABLE`` to run (``stop``), is added with the
-type ``cdc.targets.type_mapping`` chooses (``add_columns``), or is left out of every write
-(``ignore``). The types come from the record, else from the columns the state store last
-recorded for the source table, else the column becomes text. A column dropped in the source
-stays in the target and is no longer written.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, Protocol
 
 from cdc.config import TargetSettings
-from cdc.errors import TargetError
 from cdc.model import Event
 from cdc.state.identity import WITHOUT_IDENTITY, Installation
-from cdc.state.store import Position, StateStore
+from cdc.state.store import Position
 
 log = logging.getLogger("cdc.targets")
 
@@ -57,11 +47,7 @@ class DatabaseTarget:
     the same transaction as each batch, so a checkpoint has nothing more to make durable."""
 
     def __init__(
-        self,
-        settings: TargetSettings,
-        marks_writes: bool = False,
-        installation: Installation = WITHOUT_IDENTITY,
-        store: StateStore | None = None,
+        self, settings: TargetSettings, marks_writes: bool = False, installation: Installation = WITHOUT_IDENTITY
     ) -> None:
         self.name = settings.name
         self.batch_size = settings.batch_size
@@ -69,9 +55,6 @@ class DatabaseTarget:
         self._positions: dict[str, Position] = {}
         self._marks_writes = marks_writes  # a sync target: each transaction says it is cdc's own write
         self._installation = installation
-        self._store = store  # the source tables' recorded columns, for a column added without a record
-        self._left_out: dict[tuple[str, str, str, tuple[str, ...]], frozenset[str]] = {}
-        self._logged_left_out: set[tuple[str, str]] = set()
 
     def _take_positions(self, rows: Iterable[tuple[str, str, int, str | None]]) -> None:
         """The positions read from the position table, (source, txn_key, seq, installation) each;
@@ -88,100 +71,6 @@ class DatabaseTarget:
 
     def checkpoint(self) -> None:
         """Each batch is committed by ``apply``; nothing more to make durable."""
-
-    # -- schema changes ----------------------------------------------------------------
-
-    def _left_out_of(
-        self, event: Event, table: str, after: dict[str, Any], has: Callable[[str], bool]
-    ) -> dict[str, Any]:
-        """``after`` without the source columns that the target table lacks and ``ignore`` leaves
-        out (``has``: whether the table has a target column); the others are added or stop."""
-        cache_key = (event.source, event.schema, event.table, tuple(after))
-        left_out = self._left_out.get(cache_key)
-        if left_out is None:
-            left_out = self._left_out[cache_key] = self._follow(event, table, after, has)
-        return {name: value for name, value in after.items() if name not in left_out} if left_out else after
-
-    def _follow(self, event: Event, table: str, names: Iterable[str], has: Callable[[str], bool]) -> frozenset[str]:
-        """Follow ``schema_changes`` for the source columns ``names`` of ``event`` that the target
-        table ``table`` lacks: stop naming them, add them, or leave them out; those left out."""
-        column_map = self._settings.mapped_columns(event.source, event.schema, event.table)
-        missing = [(name, column_map.get(name, name)) for name in names if not has(column_map.get(name, name))]
-        if not missing:
-            return frozenset()
-        if self._settings.schema_changes == "ignore":
-            for _, column in missing:
-                if (table, column) not in self._logged_left_out:
-                    self._logged_left_out.add((table, column))
-                    log.info(
-                        "target %s: table %s has no column %r: left out of its writes (schema_changes = ignore)",
-                        self.name,
-                        table,
-                        column,
-                        extra={"target": self.name},
-                    )
-            return frozenset(name for name, _ in missing)
-        kind, types = self._source_types(event)
-        columns = [(column, self._column_type(kind, types.get(name), table, column)) for name, column in missing]
-        if self._settings.schema_changes == "stop":
-            names_text = ", ".join(repr(column) for column, _ in columns)
-            raise TargetError(
-                f"target {self.name}: table {table} has no column{'s' if len(columns) > 1 else ''} {names_text}"
-                f" of {event.source}:{event.schema}.{event.table}: run {self._add_columns_sql(table, columns)!r}"
-                ' on the target, map it with column_map, or set schema_changes = "add_columns" (or "ignore")'
-                f" for target {self.name}",
-                fatal=True,
-            )
-        self._add_columns(table, columns)
-        self._left_out.clear()
-        for column, column_type in columns:
-            log.info(
-                "target %s: added column %r %s to table %s (schema_changes = add_columns)",
-                self.name,
-                column,
-                column_type,
-                table,
-                extra={"target": self.name},
-            )
-        return frozenset()
-
-    def _source_types(self, event: Event) -> tuple[str, dict[str, str]]:
-        """The source's kind and its columns' types: from the event's ``schema_change`` record,
-        else as the state store last recorded the table (none known: empty)."""
-        record = event.schema_change
-        kind = ""
-        if record is not None:
-            columns, kind = record["columns"], record.get("source_kind", "")
-        else:
-            shape = self._store.table_shape(event.stream, event.schema, event.table) if self._store else None
-            columns = json.loads(shape.columns_json) if shape is not None else []
-        if not kind:  # only a PostgreSQL source gives the values' text forms
-            kind = "postgres" if event.native is not None else "mysql"
-        return kind, {column["name"]: column["type"] for column in columns}
-
-    def _fallen_back(self, table: str, column: str, source_type: str | None, chosen: str) -> None:
-        """Say that a column is added with ``chosen`` since its source type has no counterpart."""
-        log.warning(
-            "target %s: column %r of table %s: %s, so it is added as %s",
-            self.name,
-            column,
-            table,
-            "its source type is not known" if source_type is None else f"the target has no type {source_type}",
-            chosen,
-            extra={"target": self.name},
-        )
-
-    def _column_type(self, kind: str, source_type: str | None, table: str, column: str) -> str:
-        """The type of the target's own to add a column of ``kind``'s ``source_type`` with."""
-        raise NotImplementedError
-
-    def _add_columns_sql(self, table: str, columns: Sequence[tuple[str, str]]) -> str:
-        """The ALTER TABLE that adds ``columns`` (name, type) to ``table``, as a person runs it."""
-        raise NotImplementedError
-
-    def _add_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
-        """Add ``columns`` (name, type), nullable, to ``table`` in the batch's transaction."""
-        raise NotImplementedError
 
 
 def warn_foreign(

@@ -6,11 +6,6 @@ after that size are read back to learn how far the file really got, and a torn l
 cut off, so that a crash never writes an event twice. Positions of another installation
 (the state directory deleted and cdc set up again) are taken as absent: the new store's
 events are appended after the old ones, never skipped.
-
-An event that carries a ``schema_change`` record (the first of its table after the source's
-columns changed) is preceded by that record on a line of its own. The two travel together:
-a record line that the crash left without its event's line is cut off with the torn line,
-and written again with the event; an event the file already holds is not written again.
 """
 
 from __future__ import annotations
@@ -22,11 +17,10 @@ from typing import BinaryIO
 
 from cdc.config import TargetSettings
 from cdc.errors import TargetError
-from cdc.model import SCHEMA_CHANGE_KEY, Event
+from cdc.model import Event
 from cdc.problems import Problem
 from cdc.state.store import Position, StateStore
 from cdc.targets.base import warn_foreign
-from cdc.values import compact_json
 
 
 class JsonlTarget:
@@ -64,18 +58,13 @@ class JsonlTarget:
         with open(self.path, "r+b") as file:
             file.seek(min(offset, os.path.getsize(self.path)))
             good_end = file.tell()
-            record_length = 0  # a schema_change line, kept once its event's line follows
             for line in file:
                 if not line.endswith(b"\n"):
                     break
                 if foreign:  # the earlier installation's, kept as they are
                     good_end += len(line)
                     continue
-                written = json.loads(line)
-                if written.get("op") == SCHEMA_CHANGE_KEY and "event_id" not in written:
-                    record_length += len(line)
-                    continue
-                event_id = written["event_id"]
+                event_id = json.loads(line)["event_id"]
                 found = self._store.position_of(event_id)
                 if found is None:
                     raise TargetError(
@@ -83,20 +72,17 @@ class JsonlTarget:
                         "that the state store does not know; was the state directory replaced?"
                     )
                 self._positions[found[0]] = found[1]
-                good_end += record_length + len(line)
-                record_length = 0
+                good_end += len(line)
             file.truncate(good_end)
 
     def position(self, source: str) -> Position | None:
         return self._positions.get(source)
 
     def apply(self, source: str, events: list[Event]) -> None:
-        written = self._positions.get(source)
-        events = [event for event in events if written is None or event.position > written]
         if not events:
             return
         assert self._file is not None
-        self._file.write(b"".join(_lines(event) for event in events))
+        self._file.write(b"".join(event.doc.encode("utf-8") + b"\n" for event in events))
         self._positions[source] = (events[-1].txn_key, events[-1].seq)
 
     def checkpoint(self) -> None:
@@ -120,13 +106,6 @@ class JsonlTarget:
             self.checkpoint()
             self._file.close()
             self._file = None
-
-
-def _lines(event: Event) -> bytes:
-    """The event's line, after its ``schema_change`` record's line if it carries one."""
-    line = event.doc.encode("utf-8") + b"\n"
-    record = event.schema_change
-    return line if record is None else compact_json(record).encode("utf-8") + b"\n" + line
 
 
 def make(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> JsonlTarget:

@@ -11,10 +11,6 @@ are converted by the target column's type (``cdc.targets.convert``), read once p
 from information_schema; MariaDB's JSON columns (LONGTEXT with a ``json_valid`` check) are
 recognised by that check.
 
-A source's schema change is followed as ``cdc.targets.base`` says. MySQL commits each
-ALTER TABLE on its own, so a column is added before any row of the batch is written: a
-batch that then fails leaves the column (nullable, empty), which its next try finds there.
-
 The session runs in UTC with a fixed ``sql_mode``: STRICT_ALL_TABLES (refuse, never
 truncate), NO_AUTO_VALUE_ON_ZERO (a replicated id 0 stays 0), and without
 NO_BACKSLASH_ESCAPES, which would break the driver's quoting.
@@ -23,7 +19,6 @@ NO_BACKSLASH_ESCAPES, which would break the driver's quoting.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +40,6 @@ from cdc.targets.convert import (
     mysql_family,
     old_key_and_after,
 )
-from cdc.targets.type_mapping import MYSQL_TEXT, mysql_type_of_mysql, mysql_type_of_postgres
 
 _SESSION = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
 _JSON_CHECK = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)", re.IGNORECASE)
@@ -77,13 +71,9 @@ class _Table:
 
 class MysqlTarget(DatabaseTarget):
     def __init__(
-        self,
-        settings: TargetSettings,
-        marks_writes: bool = False,
-        installation: Installation = WITHOUT_IDENTITY,
-        store: StateStore | None = None,
+        self, settings: TargetSettings, marks_writes: bool = False, installation: Installation = WITHOUT_IDENTITY
     ) -> None:
-        super().__init__(settings, marks_writes, installation, store)
+        super().__init__(settings, marks_writes, installation)
         self._conn: pymysql.connections.Connection | None = None
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._statements: dict[tuple, str] = {}
@@ -200,20 +190,12 @@ class MysqlTarget(DatabaseTarget):
             self.close()  # the connection is gone; the daemon opens a new target
 
     def _actions(self, event: Event) -> list[tuple[str, tuple[Any, ...]]]:
-        record = event.schema_change
-        if event.held and record is None:
-            return []
-        table = self._table(event.source, event.schema, event.table)
-        if record is not None:  # also for a held row: the table follows the source
-            self._read_columns(table)
-            self._follow(event, table.name, [column["name"] for column in record["columns"]], self._has(table))
         if event.held:
             return []
+        table = self._table(event.source, event.schema, event.table)
         if event.op == "truncate":
             return [(f"DELETE FROM {table.quoted}", ())]
         old_key, after = old_key_and_after(event)
-        if after is not None:
-            after = self._left_out_of(event, table.name, after, self._has(table))
         key_names = list(old_key)
         new_key = {name: after[name] for name in key_names} if after is not None else None
         actions = []
@@ -280,58 +262,6 @@ class MysqlTarget(DatabaseTarget):
             found = self._tables[cache_key] = _Table(mapped, f"{quote(database)}.{quote(name)}", column_map, families)
         return found
 
-    def _read_columns(self, table: _Table) -> None:
-        table.families = self._families(*table.name.split(".", 1))
-        table.resolved.clear()
-        self._left_out.clear()
-
-    @staticmethod
-    def _has(table: _Table) -> Callable[[str], bool]:
-        return lambda column: column.casefold() in table.families
-
-    def _column_type(self, kind: str, source_type: str | None, table: str, column: str) -> str:
-        if source_type is None:
-            chosen = MYSQL_TEXT
-        elif kind == "postgres":
-            return mysql_type_of_postgres(source_type)
-        else:
-            chosen = mysql_type_of_mysql(source_type, self._is_mariadb)
-            if chosen != MYSQL_TEXT or source_type.strip().lower() == MYSQL_TEXT:
-                return chosen
-        self._fallen_back(table, column, source_type, chosen)
-        return chosen
-
-    def _add_columns_sql(self, table: str, columns: Sequence[tuple[str, str]]) -> str:
-        return self._add_columns_statement(table, columns).replace("%%", "%")
-
-    def _add_columns_statement(self, table: str, columns: Sequence[tuple[str, str]]) -> str:
-        """ALTER TABLE adding ``columns`` (name, type) as NULL (a TIMESTAMP would else be NOT NULL
-        with a default on a server without explicit_defaults_for_timestamp)."""
-        database, name = table.split(".", 1)
-        exists = "IF NOT EXISTS " if self._is_mariadb else ""  # MySQL has no ADD COLUMN IF NOT EXISTS
-        additions = ", ".join(
-            f"ADD COLUMN {exists}{quote(column)} {column_type.replace('%', '%%')} NULL"
-            for column, column_type in columns
-        )
-        return f"ALTER TABLE {quote(database)}.{quote(name)} {additions}"
-
-    def _add_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
-        assert self._conn is not None
-        with self._conn.cursor() as cur:
-            try:
-                cur.execute(self._add_columns_statement(table, columns), ())
-            except pymysql.MySQLError as exc:
-                if not exc.args or exc.args[0] not in _DENIED:
-                    raise
-                raise TargetError(
-                    f"target {self.name}: the cdc user may not alter table {table}: grant it ALTER on it,"
-                    f" or run {self._add_columns_sql(table, columns)!r} as an administrator",
-                    fatal=True,
-                ) from None
-        for found in self._tables.values():
-            if found.name == table:
-                self._read_columns(found)
-
     def _families(self, database: str, table: str) -> dict[str, tuple[str, str]]:
         assert self._conn is not None
         with self._conn.cursor() as cur:
@@ -386,7 +316,7 @@ def _error(where: str, exc: pymysql.MySQLError) -> TargetError:
 
 
 def make(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> MysqlTarget:
-    return MysqlTarget(settings, marks_writes, store.installation, store)
+    return MysqlTarget(settings, marks_writes, store.installation)
 
 
 def check(settings: TargetSettings) -> list[Problem]:

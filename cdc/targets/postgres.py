@@ -12,15 +12,11 @@ type (``cdc.targets.convert``: base64 to bytea, JSON to json text, lists to arra
 value no column can hold (text with a NUL) is a ``BadRowError`` naming the table, the event
 and the column. Column types are read once per table from the catalog. Target tables must
 exist with a primary key or unique index on the key columns; ``table_map`` and
-``column_map`` rename tables and columns. A source's schema change is followed as
-``cdc.targets.base`` says: a column is added in the batch's own transaction (a rolled-back
-batch takes it back), with the source's type where the target has a type of that name
-(``to_regtype``: domains, enums, composite types), and the table's columns read again.
+``column_map`` rename tables and columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +43,11 @@ from cdc.targets.convert import (
 from cdc.targets.postgres_sql import (
     COLUMNS_SQL,
     Merge,
-    add_columns_statement,
     delete_statement,
-    has_type,
     merge_statements,
     truncate_statement,
     upsert_statement,
 )
-from cdc.targets.type_mapping import POSTGRES_TEXT, postgres_fallback, postgres_type_of_mysql
 
 COPY_ROWS = 2  # upserts of one table in a row, at least, that go through a staging table
 
@@ -76,16 +69,10 @@ class _Column:
 
 class PostgresTarget(DatabaseTarget):
     def __init__(
-        self,
-        settings: TargetSettings,
-        marks_writes: bool = False,
-        installation: Installation = WITHOUT_IDENTITY,
-        store: StateStore | None = None,
+        self, settings: TargetSettings, marks_writes: bool = False, installation: Installation = WITHOUT_IDENTITY
     ) -> None:
-        super().__init__(settings, marks_writes, installation, store)
+        super().__init__(settings, marks_writes, installation)
         self._conn: psycopg.Connection | None = None
-        self._types: dict[str, bool] = {}  # a source type name -> whether the target has it
-        self._altered = False  # a table altered in the open transaction
         self._tables: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self._statements: dict[tuple, sql.Composed] = {}
         self._columns: dict[str, dict[str, _Column]] = {}  # target table -> its columns
@@ -159,21 +146,11 @@ class PostgresTarget(DatabaseTarget):
         a replay (``record=False``) leaves the stream's position alone."""
         if not events:
             return
-        self._altered = False
-        try:
-            self._write(source, events, record)
-        except Exception:
-            if self._altered:  # rolled back: the columns it added are gone
-                self._columns.clear()
-                self._left_out.clear()
-            raise
-
-    def _write(self, source: str, events: list[Event], record: bool) -> None:
         assert self._conn is not None
         last = events[-1]
         try:
+            actions = [action for event in events for action in self._actions(event)]
             with self._conn.transaction(), self._conn.cursor() as cur:
-                actions = [action for event in events for action in self._actions(event)]
                 if self._marks_writes and record:  # first, so that the source's stream knows the rows as echoes
                     marker = WriteBack(self.name, source, last.txn_key, last.seq, self._installation.id)
                     cur.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SYNC_MESSAGE_PREFIX, marker.to_json()))
@@ -228,14 +205,9 @@ class PostgresTarget(DatabaseTarget):
             cur.execute(merge.empty)
 
     def _actions(self, event: Event) -> list[_Action]:
-        table, columns = self._table(event.source, event.schema, event.table)
-        record = event.schema_change
-        if record is not None:  # also for a held row: the table follows the source
-            self._columns.pop(table, None)
-            self._left_out.clear()
-            self._follow(event, table, [column["name"] for column in record["columns"]], self._has(table))
         if event.held:
             return []
+        table, columns = self._table(event.source, event.schema, event.table)
         if event.op == "truncate":
             return [_Action(truncate_statement(table), ())]
         key, after = self._images(event, table, columns)
@@ -278,12 +250,9 @@ class PostgresTarget(DatabaseTarget):
         The source's text form when it has one; else the JSON document's values converted
         by the target columns' types.
         """
-        native = event.native if event.native is not None and event.native.get("key") is not None else None
-        key, after = (native["key"], native["after"]) if native is not None else old_key_and_after(event)
-        if after is not None:
-            after = self._left_out_of(event, table, after, self._has(table))
-        if native is not None:
-            return key, after
+        if event.native is not None and event.native.get("key") is not None:
+            return event.native["key"], event.native["after"]
+        key, after = old_key_and_after(event)
         converters = {name: column.convert for name, column in self._target_columns(table).items()}
         by_source = {name: converters.get(columns.get(name, name), _TEXT) for name in [*key, *(after or ())]}
         try:
@@ -308,47 +277,6 @@ class PostgresTarget(DatabaseTarget):
                 column: _Column(cast, postgres_converter(udt)) for column, cast, udt in rows
             }
         return found
-
-    def _has(self, table: str) -> Callable[[str], bool]:
-        """Whether the target table has a column (any, when it does not exist: the server says so)."""
-        columns = self._target_columns(table)
-        return lambda column: not columns or column in columns
-
-    def _column_type(self, kind: str, source_type: str | None, table: str, column: str) -> str:
-        if source_type is None:
-            chosen = POSTGRES_TEXT
-        elif kind != "postgres":
-            return postgres_type_of_mysql(source_type)
-        elif self._has_type(source_type):
-            return source_type
-        else:
-            chosen = postgres_fallback(source_type)
-        self._fallen_back(table, column, source_type, chosen)
-        return chosen
-
-    def _has_type(self, name: str) -> bool:
-        found = self._types.get(name)
-        if found is None:
-            assert self._conn is not None
-            found = self._types[name] = has_type(self._conn, name)
-        return found
-
-    def _add_columns_sql(self, table: str, columns: Sequence[tuple[str, str]]) -> str:
-        assert self._conn is not None
-        return add_columns_statement(table, columns).as_string(self._conn)
-
-    def _add_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
-        assert self._conn is not None
-        try:
-            self._conn.execute(add_columns_statement(table, columns))
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise TargetError(
-                f"target {self.name}: {one_line(exc)}: run {self._add_columns_sql(table, columns)!r}"
-                " as the table's owner, or grant the cdc user ownership of it",
-                fatal=True,
-            ) from None
-        self._altered = True
-        self._columns.pop(table, None)
 
     def _table(self, source: str, schema: str, table: str) -> tuple[str, dict[str, str]]:
         cache_key = (source, schema, table)
@@ -379,7 +307,7 @@ def _unique_runs(rows: list[tuple[Any, ...]], key_positions: tuple[int, ...]) ->
 
 
 def make(settings: TargetSettings, store: StateStore, marks_writes: bool = False) -> PostgresTarget:
-    return PostgresTarget(settings, marks_writes, store.installation, store)
+    return PostgresTarget(settings, marks_writes, store.installation)
 
 
 def check(settings: TargetSettings) -> list[Problem]:

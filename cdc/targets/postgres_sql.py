@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import psycopg
 from psycopg import sql
 
 from cdc.sql_names import identifier
@@ -106,27 +105,3 @@ def _upsert(
         sql.SQL(", ").join(quote(key) for key in keys),
         conflict,
     )
-
-
-def add_columns_statement(table: str, columns: Sequence[tuple[str, str]]) -> sql.Composed:
-    """ALTER TABLE adding each (name, type) of ``columns``, nullable and without a default
-    (``type`` is a type name the target knows, or one ``cdc.targets.type_mapping`` chose)."""
-    additions = (
-        sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(sql.Identifier(name), sql.SQL(column_type))
-        for name, column_type in columns
-    )
-    return sql.SQL("ALTER TABLE {} {}").format(_table(sql.Identifier, table), sql.SQL(", ").join(additions))
-
-
-def has_type(conn: psycopg.Connection, name: str) -> bool:
-    """Whether the database has the type ``name`` (a source's ``format_type``: ``public.mood``,
-    ``numeric(12,2)``, ``integer[]``), in a savepoint of the open transaction; text that is no
-    type name at all is no type either."""
-    try:
-        with conn.transaction():
-            row = conn.execute("SELECT to_regtype(%s)", (name,)).fetchone()
-    except (psycopg.OperationalError, psycopg.InterfaceError):
-        raise
-    except psycopg.Error:  # a syntax error, a name of another database...
-        return False
-    return row is not None and row[0] is not None

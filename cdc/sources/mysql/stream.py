@@ -10,9 +10,9 @@ replay old events; that is turned off, so every connection error reaches the dae
 rebuilds the reader from the last acknowledged position, and the pipeline still drops
 anything at or before a stored position. The server's heartbeats (``slave_heartbeat``) keep
 the position moving while the captured tables are idle. What each event becomes (row
-changes, table descriptions, positions, ``Idle``) is ``cdc.sources.mysql.translate``'s part,
-without I/O; this module runs the reader and describes tables' keys and JSON columns from the
-server for it, and at start names the captured tables the server does not have.
+changes, positions, ``Idle``) is ``cdc.sources.mysql.translate``'s part, without I/O; this
+module runs the reader and describes tables from the server for it, and at start names the
+captured tables the server does not have.
 """
 
 from __future__ import annotations

@@ -4,13 +4,9 @@
 and appends ``TxnBegin``/``RowChange``/``TxnCommit`` for each transaction that touches a
 captured table, ``WriteBack`` for the marker row cdc's sync target writes, and ``Idle``
 where the position may move on without a transaction (heartbeats, transactions of other
-tables, the drain target). Before the row changes of a table whose table map differs from
-the last one seen since the reader started (and of its first), a ``TableShape`` describes it
-from the table map itself (``cdc.sources.mysql.column_types``), with what the ``ALTER TABLE``
-statements logged since its previous one did to its existing rows (``cdc.sources.mysql.ddl``;
-kept across reconnections, not across a restart of the daemon). It keeps what that takes
-between events: the current binlog file, the transaction being read, the GTIDs seen, the
-resume position and each table's primary key, value converters and last table map. A table's primary key is the one its table map event
+tables, the drain target). It keeps what that takes between events: the current binlog
+file, the transaction being read, the GTIDs seen, the resume position and each table's
+primary key and value converters. A table's primary key is the one its table map event
 carries (``binlog_row_metadata = FULL``), else the injected ``describe``'s (today's catalog,
 which also names its JSON columns), called once per table until a DDL statement clears the
 cache. The rows of a table dropped since they were written are applied with the binlog's key,
@@ -37,7 +33,6 @@ from pymysqlreplication.event import (
 from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
-    TableMapEvent,
     UpdateRowsEvent,
     WriteRowsEvent,
 )
@@ -48,14 +43,12 @@ from cdc.model import (
     SYNC_POSITION_TABLE,
     Idle,
     RowChange,
-    TableShape,
     TxnBegin,
     TxnCommit,
     WriteBack,
 )
 from cdc.sources.base import SourceItem
-from cdc.sources.mysql import ddl, positions
-from cdc.sources.mysql.column_types import MapShape, map_shape
+from cdc.sources.mysql import positions
 from cdc.sources.mysql.values import column_converters, convert_row
 
 log = logging.getLogger("cdc.source.mysql")
@@ -68,13 +61,11 @@ EVENTS = [
     XidEvent,
     RotateEvent,
     HeartbeatLogEvent,
-    TableMapEvent,
     WriteRowsEvent,
     UpdateRowsEvent,
     DeleteRowsEvent,
 ]  # what the reader must hand out
 _ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
-_IN_TRANSACTION = ("SAVEPOINT", "ROLLBACK TO", "RELEASE SAVEPOINT")  # statements logged inside a transaction
 # what an event whose attributes are not what a well-formed binlog gives makes the translation raise
 _EVENT_ERRORS = (ValueError, LookupError, TypeError, AttributeError, ArithmeticError, OSError)
 
@@ -110,9 +101,6 @@ class Translator:
         self._sync_target_name = sync_target_name
         self._describe = describe
         self._tables: dict[tuple[str, str], _Table] = {}
-        self._maps: dict[int, MapShape] = {}  # table_id -> the columns of its last table map
-        self._shapes: dict[tuple[str, str], MapShape] = {}  # the columns last described
-        self._altered: dict[tuple[str, str], ddl.AlterTable] = {}  # ALTERs since the last description
         self._file = ""
         self._pending: _Pending | None = None
         self._position = ""
@@ -154,8 +142,6 @@ class Translator:
         """Forget the transaction being read and the table descriptions (the stream is closed)."""
         self._pending = None
         self._tables.clear()
-        self._maps.clear()
-        self._shapes.clear()
 
     def handle(self, event: Any, items: list[SourceItem]) -> bool:
         """Turn one binlog event into items; True for a heartbeat (the stream is idle)."""
@@ -175,9 +161,6 @@ class Translator:
                 self._rows(event, items)
             elif (event.schema, event.table) == SYNC_TABLE and self._pending is not None:
                 self._write_back(event, items)
-        elif kind is TableMapEvent:
-            if (event.schema, event.table) in self._captured:
-                self._table_map(event)
         elif kind is XidEvent:
             self._commit(event, items)
         elif kind is QueryEvent:
@@ -186,7 +169,6 @@ class Translator:
             self._pending = self._new_pending(event.gtid, event)
         elif kind is RotateEvent:
             self._file = event.next_binlog
-            self._maps.clear()  # table ids start again where the server restarted
         elif kind is HeartbeatLogEvent:
             if self._pending is None:
                 self._idle((positions.binlog_file_number(event.ident), event.packet.log_pos), items)
@@ -200,52 +182,9 @@ class Translator:
         elif query == "BEGIN":
             if self._pending is None:  # no GTIDs: the transaction starts here
                 self._pending = self._new_pending(None, event)
-        elif query.startswith(_IN_TRANSACTION):
-            pass  # a savepoint: the transaction goes on (InnoDB's rows rolled back to one are not logged)
         else:
             self._tables.clear()  # DDL: table layouts and keys may have changed
-            self._maps.clear()
-            self._altered_by(event)
             self._commit(event, items)
-
-    def _altered_by(self, event: Any) -> None:
-        """Note what an ALTER TABLE of a captured table does to its rows, for its next description."""
-        try:
-            altered = ddl.parse_alter(event.query, _text(event.schema or b""))
-        except ddl.UnparsableAlter as exc:
-            if (exc.schema, exc.table) not in self._captured:
-                return
-            where = self._pending.position if self._pending is not None else self._position
-            log.warning(
-                "%s: cannot tell what the ALTER TABLE of %s.%s at %s does to its rows (%s): the table is read again",
-                self._where,
-                exc.schema,
-                exc.table,
-                where,
-                exc,
-            )
-            altered = ddl.AlterTable(exc.schema, exc.table, rewrites=True)
-        if altered is not None and (altered.schema, altered.table) in self._captured:
-            table = (altered.schema, altered.table)
-            self._altered[table] = ddl.merged(self._altered.get(table), altered)
-
-    def _table_map(self, event: Any) -> None:
-        if event.table_id not in self._maps:  # a table id names one layout (a DDL gives a new one)
-            shape = map_shape(event)
-            if shape is not None:
-                self._maps[event.table_id] = shape
-
-    def _describe_columns(self, event: Any, items: list[SourceItem]) -> None:
-        """A ``TableShape`` before the rows of a table map that changed the table's columns."""
-        table = (event.schema, event.table)
-        shape = self._maps.get(event.table_id)
-        before = self._shapes.get(table)
-        if shape is None or (shape == before and table not in self._altered):
-            return
-        self._shapes[table] = shape
-        altered = self._altered.pop(table, None)
-        rewrites, filled = ddl.row_effects(altered, before, shape) if altered is not None else (False, frozenset())
-        items.append(TableShape(event.schema, event.table, shape.columns, rewrites, filled))
 
     def _new_pending(self, gtid: str | None, event: Any) -> _Pending:
         offset = event.packet.log_pos
@@ -289,7 +228,6 @@ class Translator:
         if not table.key:
             return
         self._begin(items)
-        self._describe_columns(event, items)
         converters = table.converters.get(event.table_id)
         if converters is None:
             converters = table.converters[event.table_id] = column_converters(event.columns, table.json_columns)

@@ -1,8 +1,7 @@
 """PostgreSQL source: logical replication with pgoutput over psycopg's low-level ``PGconn``.
 
 Two connections: a replication connection in copy-both mode that streams the slot, and a
-catalog connection that looks up primary keys and the columns of each Relation message (their
-types' names, those filled by a DDL) and emits heartbeat messages
+catalog connection that looks up primary keys and emits heartbeat messages
 (``pg_logical_emit_message``) so that the slot advances while captured tables are idle.
 At start the captured tables are looked up in the catalog: the primary keys of those that
 exist are handed to the translator (they still apply to changes written before a table is
@@ -16,7 +15,6 @@ from __future__ import annotations
 import logging
 import select
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -27,7 +25,6 @@ from cdc.config import SourceSettings
 from cdc.dsn import DsnError, connect_kwargs, conninfo, redact_dsn
 from cdc.logs import one_line
 from cdc.sources.base import SourceError, SourceItem
-from cdc.sources.postgres.pgoutput import Column
 from cdc.sources.postgres.protocol import format_lsn, parse_lsn, standby_status_update
 from cdc.sources.postgres.translate import Translator
 from cdc.sources.postgres.values import ValueDecoder
@@ -50,29 +47,13 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 
-# Each column's type name, and whether its existing rows may hold a value no row change gave:
-# a default stored for the rows that existed at ADD COLUMN (atthasmissing), or one a table
-# rewrite wrote (a volatile default, an identity or generated column). A type the catalog does
-# not know gives NULL.
-_COLUMNS_SQL = """
-SELECT nullif(format_type(c.type_oid, c.type_modifier), '???'),
-       coalesce(a.atthasmissing OR a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', false)
-FROM unnest(%s::text[], %s::oid[], %s::int4[]) WITH ORDINALITY AS c(name, type_oid, type_modifier, place)
-LEFT JOIN pg_attribute a ON a.attrelid = %s AND a.attname = c.name AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.place
-"""
-# format_type names a type outside pg_catalog with its schema only when it is not on the search path
-_CATALOG_OPTIONS = "-c search_path=pg_catalog"
-
 
 class PostgresSource:
     def __init__(self, settings: SourceSettings) -> None:
         self.name = settings.name
         self.settings = settings
         self.where = f"source {settings.name} ({redact_dsn(settings.dsn)})"
-        self._translator = Translator(
-            self.where, self._primary_key, ValueDecoder(), settings.qualified_tables, self._describe_columns
-        )
+        self._translator = Translator(self.where, self._primary_key, ValueDecoder(), settings.qualified_tables)
         self._pgconn: PGconn | None = None
         self._catalog: psycopg.Connection | None = None
         self._ack = 0
@@ -84,9 +65,7 @@ class PostgresSource:
 
     def catalog_connection(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(
-                **connect_kwargs(self.settings.dsn, self.settings.password, options=_CATALOG_OPTIONS), autocommit=True
-            )
+            return psycopg.connect(**connect_kwargs(self.settings.dsn, self.settings.password), autocommit=True)
         except DsnError as exc:
             raise SourceError(f"{self.where}: {exc}", fatal=True) from None
         except psycopg.OperationalError as exc:
@@ -276,32 +255,6 @@ class PostgresSource:
         assert self._catalog is not None
         row = self._catalog.execute(_PRIMARY_KEY_SQL, (relid,)).fetchone()
         return None if row is None else list(row[0])
-
-    def _describe_columns(self, relid: int, columns: Sequence[Column]) -> tuple[list[str | None], frozenset[str]]:
-        """The type names of a Relation message's columns (None: unknown to the catalog), and the
-        columns filled without row changes (see ``_COLUMNS_SQL``); nothing known if the lookup fails."""
-        assert self._catalog is not None
-        arguments = (
-            [column.name for column in columns],
-            [column.type_oid for column in columns],
-            [column.type_modifier for column in columns],
-            relid,
-        )
-        try:
-            rows = self._catalog.execute(_COLUMNS_SQL, arguments).fetchall()
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            log.warning(
-                "%s: cannot read the column types of relation %s: %s",
-                self.where,
-                relid,
-                one_line(exc),
-                extra={"source": self.name},
-            )
-            return [None] * len(columns), frozenset()
-        filled = frozenset(column.name for column, (_, default) in zip(columns, rows) if default)
-        return [type_name for type_name, _ in rows], filled
 
 
 def _first(row: tuple[Any, ...] | None) -> Any:

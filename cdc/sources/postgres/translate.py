@@ -2,18 +2,14 @@
 
 ``Translator`` reads the CopyData messages of a pgoutput replication stream one at a time
 (``protocol.parse_copy_data`` framing, ``pgoutput.decode`` payloads) and appends
-``TxnBegin``/``RowChange``/``TxnCommit`` for each transaction, a ``TableShape`` for each
-Relation message of a captured table (pgoutput sends one before a table's first change of a
-stream, and again after a DDL changed it), ``WriteBack`` for the marker
+``TxnBegin``/``RowChange``/``TxnCommit`` for each transaction, ``WriteBack`` for the marker
 message cdc's sync target writes, and ``Idle`` where the position may move on outside a
 transaction (keepalives, heartbeat messages, the drain target). It keeps what that takes
 between messages: the relations announced, the transaction being read, the highest WAL
 position received and the drain target. A relation's columns come from its Relation message;
 its primary key from the injected ``primary_key`` callable (today's catalog), remembered per
 relation id so that the changes of a table dropped while cdc was behind keep the key they had;
-its value loaders from the ``ValueDecoder`` given; its columns' type names and the columns
-filled by a DDL from the injected ``describe_columns`` (a type the catalog no longer knows keeps
-the name it had, else is named by its OID). The changes of a relation that is not
+its value loaders from the ``ValueDecoder`` given. The changes of a relation that is not
 captured, or that is gone with its key unknown, are skipped with a warning. What needs the
 connection stays with the stream: ``copy_data`` returns True when the server asked for a
 status reply. Whatever the stream holds, the only error is a one-line ``SourceError``.
@@ -22,23 +18,14 @@ status reply. Whatever the stream holds, the only error is a one-line ``SourceEr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from typing import Any
 
 from psycopg import DataError, sql
 
 from cdc.errors import SourceError, StreamDecodeError
 from cdc.logs import one_line
-from cdc.model import (
-    SYNC_MESSAGE_PREFIX,
-    Idle,
-    RowChange,
-    SourceColumn,
-    TableShape,
-    TxnBegin,
-    TxnCommit,
-    WriteBack,
-)
+from cdc.model import SYNC_MESSAGE_PREFIX, Idle, RowChange, TxnBegin, TxnCommit, WriteBack
 from cdc.sources.base import SourceItem
 from cdc.sources.postgres import pgoutput
 from cdc.sources.postgres.protocol import Keepalive, format_lsn, parse_copy_data
@@ -49,10 +36,6 @@ log = logging.getLogger("cdc.source.postgres")
 # relid -> the names of the relation's primary key columns, in key order (empty: no primary key;
 # None: no such relation any more, it was dropped)
 PrimaryKey = Callable[[int], list[str] | None]
-# (relid, the columns of its Relation message) -> each column's type name as format_type gives it
-# (None: a type the catalog does not know), and the names of the columns whose existing rows hold
-# a value that no row change gave (a column added with a default)
-DescribeColumns = Callable[[int, Sequence[pgoutput.Column]], tuple[list[str | None], frozenset[str]]]
 
 _Insert, _Update, _Delete = pgoutput.Insert, pgoutput.Update, pgoutput.Delete
 _UNCHANGED_TOAST = pgoutput.UNCHANGED_TOAST
@@ -79,7 +62,6 @@ class Translator:
     ``captured``: the (schema, table) pairs to stream (None: every relation the publication
     sends). ``missing``: captured tables absent from the catalog when streaming started; one
     whose changes the stream never holds is a fatal error once ``backlog_end`` is read.
-    ``describe_columns``: None makes no ``TableShape`` items.
     """
 
     def __init__(
@@ -88,12 +70,9 @@ class Translator:
         primary_key: PrimaryKey,
         decoder: ValueDecoder,
         captured: Collection[tuple[str, str]] | None = None,
-        describe_columns: DescribeColumns | None = None,
     ) -> None:
         self._where = where
         self._primary_key = primary_key
-        self._describe_columns = describe_columns
-        self._type_names: dict[tuple[int, int], str] = {}  # (type oid, typmod) -> its name, kept across restarts
         self._decoder = decoder
         self._captured = None if captured is None else set(captured)
         self._relations: dict[int, _Relation] = {}
@@ -157,7 +136,7 @@ class Translator:
         elif kind is pgoutput.Commit:
             self._commit(message, items)
         elif kind is pgoutput.Relation:
-            self._relation(message, items)
+            self._relation(message)
         elif kind is pgoutput.Truncate:
             for relid in message.relids:
                 relation = self._announced(relid, "a truncate")
@@ -200,7 +179,7 @@ class Translator:
                 fatal=True,
             )
 
-    def _relation(self, message: pgoutput.Relation, items: list[SourceItem]) -> None:
+    def _relation(self, message: pgoutput.Relation) -> None:
         relid, qualified = message.relid, f"{message.namespace}.{message.name}"
         self._relations.pop(relid, None)
         self._skipped.discard(relid)
@@ -238,22 +217,6 @@ class Translator:
         self._known_keys[relid] = keys
         loaders = [self._decoder.loader(column.type_oid) for column in message.columns]
         self._relations[relid] = _Relation(message, loaders, keys)
-        if self._describe_columns is not None:
-            items.append(self._shape(message, self._describe_columns))
-
-    def _shape(self, message: pgoutput.Relation, describe_columns: DescribeColumns) -> TableShape:
-        """The table's columns with their type names, and those a DDL filled."""
-        type_names, filled = describe_columns(message.relid, message.columns)
-        columns = []
-        for column, type_name in zip(message.columns, type_names):
-            type_key = (column.type_oid, column.type_modifier)
-            if type_name:
-                self._type_names[type_key] = type_name
-            else:
-                type_name = self._type_names.get(type_key) or str(column.type_oid)
-            columns.append(SourceColumn(column.name, type_name))
-        names = {column.name for column in columns}
-        return TableShape(message.namespace, message.name, tuple(columns), filled=frozenset(filled & names))
 
     def _skip(self, relid: int, what: str) -> None:
         self._skipped.add(relid)
