@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +342,43 @@ kind = "mysql"
 dsn = "{mariadb_server.dsn(mirror)}"
 table_map = {{ {mapped} }}
 """)
+
+
+class HttpReceiver:
+    """A real HTTP server that records every request and answers with ``status``
+    (and ``Location: redirect_to`` for a 3xx)."""
+
+    def __init__(self, status: int = 200, redirect_to: str | None = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                receiver.requests.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                )
+                self.send_response(status)
+                if redirect_to:
+                    self.send_header("Location", redirect_to)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def do_POST(self) -> None:
+                self._record()
+
+            def do_GET(self) -> None:
+                self._record()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -16,19 +16,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import psycopg
 import pymysql
 import pytest
 
-from tests.helpers import PROJECT, CdcSetup, wait_for
+from tests.helpers import PROJECT, CdcSetup, HttpReceiver, wait_for
 from tests.integration.test_conflict_scenarios import CONFIG, SCHEMA
 
 PASSWORD = "pa:1234/s@s"
@@ -141,40 +138,9 @@ def test_postgres_password_with_colon_port_slash_and_at(pg_server, tmp_path, pas
             conn.execute(f'DROP ROLE "{role}"')
 
 
-class Recorder:
-    """A real HTTP server recording every request; answers 302 to ``redirect_to`` if given."""
-
-    def __init__(self, redirect_to: str | None = None) -> None:
-        self.requests: list[dict[str, Any]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
-                self.send_response(302 if redirect_to else 204)
-                if redirect_to:
-                    self.send_header("Location", redirect_to)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST  # noqa: N815 - a followed 302 arrives as a GET
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_daemon_webhook_redirect_is_not_followed_and_logs_only_the_origin(pg_server, tmp_path) -> None:
-    elsewhere = Recorder()
-    hook = Recorder(redirect_to=f"{elsewhere.origin}/collect")
+    elsewhere = HttpReceiver(status=204)
+    hook = HttpReceiver(status=302, redirect_to=f"{elsewhere.origin}/collect")
     path = "/services/T0AAA/B0BBB/PathSecret0123456789"
     url = f"http://hook-user:{quote(PASSWORD, safe='')}@{hook.origin.removeprefix('http://')}{path}"
     crm = CdcSetup(

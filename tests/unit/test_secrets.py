@@ -8,10 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +20,7 @@ from cdc.alerts import Alerter
 from cdc.config import AlertSettings, load_settings
 from cdc.dsn import connect_kwargs, mysql_params, redact_dsn
 from cdc.errors import ConfigError, DsnError
+from tests.helpers import HttpReceiver
 
 PASSWORD = "pa:1234/s@s"  # what a user pastes: a ':', a port-like '1234', a '/', an '@'
 TOKEN = "tok-Sup3rSecret-webhook"
@@ -85,52 +84,12 @@ def test_postgres_query_parameters_and_key_value_dsns_still_work() -> None:
     assert redact_dsn(f"host=db1 user=cdc password='{PASSWORD}' dbname=erp") == "cdc@db1:5432/erp"
 
 
-# -- webhooks: a recording receiver ------------------------------------------------------
-
-
-class Receiver:
-    """A real HTTP server that records every request and answers with ``status``
-    (and ``Location: redirect_to`` for a 3xx)."""
-
-    def __init__(self, status: int = 200, redirect_to: str | None = None) -> None:
-        self.requests: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                receiver.requests.append(
-                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-                )
-                self.send_response(status)
-                if redirect_to:
-                    self.send_header("Location", redirect_to)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def do_POST(self) -> None:
-                self._record()
-
-            def do_GET(self) -> None:
-                self._record()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# -- webhooks: a recording receiver (tests.helpers.HttpReceiver) ---------------------------
 
 
 @pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    started: list[Receiver] = []
+def receivers() -> Iterator[list[HttpReceiver]]:
+    started: list[HttpReceiver] = []
     yield started
     for receiver in started:
         receiver.close()
@@ -158,10 +117,10 @@ def logged(caplog: pytest.LogCaptureFixture) -> str:
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_is_not_followed_and_no_credential_reaches_the_other_host(
-    receivers: list[Receiver], caplog: pytest.LogCaptureFixture, status: int
+    receivers: list[HttpReceiver], caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
-    elsewhere = Receiver()
-    hook = Receiver(status=status, redirect_to=f"{elsewhere.origin}/collect")
+    elsewhere = HttpReceiver()
+    hook = HttpReceiver(status=status, redirect_to=f"{elsewhere.origin}/collect")
     receivers += [elsewhere, hook]
     deliver({"url": hook.origin + PATH_SECRET, "token": TOKEN}, caplog)
     assert elsewhere.requests == []
@@ -176,9 +135,9 @@ def test_a_redirect_is_not_followed_and_no_credential_reaches_the_other_host(
 
 @pytest.mark.parametrize("status", [404, 500])
 def test_a_failed_webhook_logs_only_scheme_host_and_port(
-    receivers: list[Receiver], caplog: pytest.LogCaptureFixture, status: int
+    receivers: list[HttpReceiver], caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
-    hook = Receiver(status=status)
+    hook = HttpReceiver(status=status)
     receivers.append(hook)
     deliver({"url": f"{hook.origin}{PATH_SECRET}?key=QuerySecret42", "token": TOKEN}, caplog)
     assert hook.requests and hook.requests[0]["path"] == f"{PATH_SECRET}?key=QuerySecret42"
@@ -188,7 +147,7 @@ def test_a_failed_webhook_logs_only_scheme_host_and_port(
 
 
 def test_an_unreachable_webhook_logs_only_scheme_host_and_port(caplog: pytest.LogCaptureFixture) -> None:
-    closed = Receiver()
+    closed = HttpReceiver()
     closed.close()  # nobody listens on its port any more
     deliver({"url": f"http://hook-user:{quote(PASSWORD, safe='')}@{closed.origin[7:]}{PATH_SECRET}"}, caplog)
     assert "giving up" in caplog.text
@@ -198,9 +157,9 @@ def test_an_unreachable_webhook_logs_only_scheme_host_and_port(caplog: pytest.Lo
 
 
 def test_user_info_in_a_webhook_url_is_sent_as_basic_auth(
-    receivers: list[Receiver], caplog: pytest.LogCaptureFixture
+    receivers: list[HttpReceiver], caplog: pytest.LogCaptureFixture
 ) -> None:
-    hook = Receiver()
+    hook = HttpReceiver()
     receivers.append(hook)
     host = hook.origin.removeprefix("http://")
     deliver({"url": f"http://alice%40corp:{quote(PASSWORD, safe='')}@{host}/hooks/cdc"}, caplog)
@@ -215,9 +174,9 @@ def test_user_info_in_a_webhook_url_is_sent_as_basic_auth(
 
 
 def test_basic_auth_failure_never_logs_the_user_info(
-    receivers: list[Receiver], caplog: pytest.LogCaptureFixture
+    receivers: list[HttpReceiver], caplog: pytest.LogCaptureFixture
 ) -> None:
-    hook = Receiver(status=401)
+    hook = HttpReceiver(status=401)
     receivers.append(hook)
     deliver({"url": f"http://alice:Pw-Secret-77@{hook.origin[7:]}/hooks/cdc"}, caplog)
     assert hook.requests[0]["headers"]["Authorization"].startswith("Basic ")
